@@ -205,6 +205,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                'gpt_scratch/train.py'),
                                    'gpt_scratch.train.autocast': ('gpu_training.html#autocast', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train.check_writable': ('gpu_training.html#check_writable', 'gpt_scratch/train.py'),
+                                   'gpt_scratch.train.checkpoint_bytes': ('gpu_training.html#checkpoint_bytes', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train.configure_optimizer': ( 'gpu_training.html#configure_optimizer',
                                                                               'gpt_scratch/train.py'),
                                    'gpt_scratch.train.load_tokenizer': ('gpu_training.html#load_tokenizer', 'gpt_scratch/train.py'),
