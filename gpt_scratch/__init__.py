@@ -6,7 +6,7 @@ the full GPT-2 architecture, training and sampling, each component tested agains
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #307f3eed
+# %% ../nbs/index.ipynb #6e88078c
 from configparser import ConfigParser as _ConfigParser
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, version as _dist_version
 from pathlib import Path as _Path
@@ -21,6 +21,6 @@ def _read_version(package_dir: _Path) -> str:
     try: return _dist_version("gpt-scratch")
     except _PackageNotFoundError: return "0.0.0+unknown"
 
-# %% ../nbs/index.ipynb #0eba9c91
+# %% ../nbs/index.ipynb #2eadda78
 # inside the package `__file__` is gpt_scratch/__init__.py; in this notebook (run from nbs/) there is no `__file__`
 __version__ = _read_version(_Path(globals().get("__file__", "../gpt_scratch/__init__.py")).resolve().parent)
