@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
 
 from .data import CharTokenizer, read_text, tiny_shakespeare, train_val_split
 from .model import GPT, GPTConfig
-from .train import (PRESETS, Trainer, TrainerConfig, evaluate_split, load_tokenizer, load_trainer_state, prepare_data,
-                               resolve_checkpoint, vocab_size_of)
+from .train import (PRESETS, Trainer, TrainerConfig, build_tokenizer, encode, evaluate_split, load_tokenizer,
+                               load_trainer_state, pick_device, resolve_checkpoint, text_fingerprint, tokenizer_fingerprint,
+                               vocab_size_of)
 
 # %% auto #0
 __all__ = ['build_parser', 'cmd_train', 'cmd_sample', 'cmd_eval', 'main']
@@ -26,20 +26,25 @@ __all__ = ['build_parser', 'cmd_train', 'cmd_sample', 'cmd_eval', 'main']
 # %% ../nbs/10_cli.ipynb #a2d333da
 _SKIP_MODEL = {"vocab_size"}
 _SKIP_TRAINER = {"out_dir"}
+_SHAPE = {"n_layer", "n_head", "n_embd", "bias", "qkv_bias", "tie_weights"}    # what a loaded model's weights fix
 
 def _field_type(f, owner) -> type:
     hint = typing.get_type_hints(owner)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
 
-def _add_config_flags(parser: argparse.ArgumentParser, owner, skip: set[str], seen: set[str]):
-    group = parser.add_argument_group(f"{owner.__name__} fields (default: from the preset)")
+def _add_config_flags(parser: argparse.ArgumentParser, owner, defaults, skip: set[str], seen: set[str]):
+    "A flag for every field of the dataclass `owner`, its help the field's own comment, its default shown from `defaults`."
+    from fastcore.docments import docments                                # reads the comment beside each field
+    docs = docments(owner)
+    group = parser.add_argument_group(f"{owner.__name__} fields (defaults shown are the cpu-baby preset's; --preset changes them)")
     for f in fields(owner):
         if f.name in skip or f.name in seen: continue
         seen.add(f.name)
         flag, typ = "--" + f.name.replace("_", "-"), _field_type(f, owner)
-        if typ is bool: group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else: group.add_argument(flag, type=typ, default=None, metavar=typ.__name__.upper())
+        help = f"{docs[f.name]} (default: {getattr(defaults, f.name)})".replace("%", "%%")
+        if typ is bool: group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+        else: group.add_argument(flag, type=typ, default=None, metavar=typ.__name__.upper(), help=help)
 
 def _overrides(args: argparse.Namespace, owner, skip: set[str]) -> dict:
     return {f.name: getattr(args, f.name) for f in fields(owner) if f.name not in skip and getattr(args, f.name, None) is not None}
@@ -55,73 +60,114 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="a UTF-8 text file to train on (default: Tiny Shakespeare)")
     train.add_argument("--tokenizer", choices=["char", "gpt2"], help="default: the preset's (char, or gpt2 for gpt2-124m)")
     train.add_argument("--out", default="out", help="output folder for checkpoints, metrics.jsonl and loss.png (default: out)")
-    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    train.add_argument("--sample-tokens", type=int, default=300, help="tokens to sample at the end (0: none)")
+    start = train.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the run saved in --out, on the same data and tokenizer")
+    start.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run, deleting that run's files")
+    train.add_argument("--init-from", metavar="PATH", help="start from the weights (and tokenizer) of a checkpoint, a run folder, a "
+                       "Hugging Face GPT-2 folder or hub name, to fine-tune them; the shape flags cannot change then")
+    train.add_argument("--sample-tokens", type=int, default=300, help="tokens to sample at the end (0: none; default 300)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     seen: set[str] = set()
-    _add_config_flags(train, GPTConfig, _SKIP_MODEL, seen)
-    _add_config_flags(train, TrainerConfig, _SKIP_TRAINER, seen)
+    _add_config_flags(train, GPTConfig, PRESETS["cpu-baby"].model, _SKIP_MODEL, seen)
+    _add_config_flags(train, TrainerConfig, PRESETS["cpu-baby"].trainer, _SKIP_TRAINER, seen)
 
     sample = sub.add_parser("sample", help="generate text from a checkpoint or a Hugging Face GPT-2",
                             description="Generate text from a checkpoint folder, a run folder, a Hugging Face GPT-2 folder or hub name.")
     sample.add_argument("--ckpt", required=True, help="checkpoint or run folder, Hugging Face GPT-2 folder, or hub name (e.g. gpt2)")
     sample.add_argument("--prompt", default=None, help="text to continue (default: a newline, or <|endoftext|> for GPT-2)")
-    sample.add_argument("--max-new-tokens", type=int, default=300)
+    sample.add_argument("--max-new-tokens", type=int, default=300, help="tokens to generate (default 300)")
     sample.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    sample.add_argument("--top-k", type=int, default=None)
-    sample.add_argument("--top-p", type=float, default=None)
-    sample.add_argument("--num-samples", type=int, default=1)
-    sample.add_argument("--seed", type=int, default=1337)
+    sample.add_argument("--top-k", type=int, default=None, help="sample only from the k likeliest tokens (default: all)")
+    sample.add_argument("--top-p", type=float, default=None, help="sample from the likeliest tokens holding this much probability")
+    sample.add_argument("--num-samples", type=int, default=1, help="independent samples (default 1)")
+    sample.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
     sample.add_argument("--no-cache", action="store_true", help="generate without the KV cache")
 
     ev = sub.add_parser("eval", help="loss and perplexity on a full data split, as JSON",
                         description="Mean loss per token and perplexity of a checkpoint on every window of a data split.")
     ev.add_argument("--ckpt", required=True, help="checkpoint or run folder")
     ev.add_argument("--data", help="a UTF-8 text file (default: Tiny Shakespeare)")
-    ev.add_argument("--split", choices=["val", "train"], default="val")
-    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--split", choices=["val", "train"], default="val", help="which 10%% / 90%% of the text (default: val)")
+    ev.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
+    for p in (sample, ev):
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (CUDA, then MPS, then CPU; default)")
+        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                       help="format of the weights and activations (default: float32)")
     return parser
 
 # %% ../nbs/10_cli.ipynb #159429d5
-def _load_model_and_tokenizer(ckpt: str):
+def _load_model_and_tokenizer(ckpt: str, device: str | torch.device | None = None, dtype: str | None = None, **overrides):
     "A checkpoint (or run folder, or Hugging Face folder/name) and its tokenizer."
     path = Path(ckpt).expanduser()
     if path.exists(): path = resolve_checkpoint(path)
-    model = GPT.from_pretrained(path)
+    model = GPT.from_pretrained(path, device=device, dtype=dtype, **overrides)
     return model, load_tokenizer(path, model.config.vocab_size)   # a hub name has no tokenizer.json: GPT-2's BPE
+
+def _check_tokenizer(requested: str | None, tokenizer, source: str):
+    "Refuse a --tokenizer that differs from the one a checkpoint fixes."
+    have = tokenizer_fingerprint(tokenizer)["type"]
+    if requested and have != {"char": "char", "gpt2": "tiktoken:gpt2"}[requested]:
+        raise ValueError(f"{source} uses the {have} tokenizer, so --tokenizer {requested} would change what every token id means. "
+                         "Drop --tokenizer, or start a new run without it.")
+
+def _refuse_changes(model_over: dict, config: GPTConfig, fixed: set[str], source: str):
+    "Refuse model flags that would change what a loaded checkpoint fixes (repeating its own values is fine)."
+    changed = sorted(k for k, v in model_over.items() if k in fixed and getattr(config, k) != v)
+    if changed:
+        raise ValueError(f"{source} fixes " + ", ".join(f"--{k.replace('_', '-')} {getattr(config, k)}" for k in changed)
+                         + ": drop those flags, or train a new model.")
 
 def cmd_train(args) -> dict:
     preset = PRESETS[args.preset]
-    tokenizer_kind = args.tokenizer or preset.tokenizer
     model_over, trainer_over = _overrides(args, GPTConfig, _SKIP_MODEL), _overrides(args, TrainerConfig, _SKIP_TRAINER)
     if "block_size" in trainer_over: model_over["block_size"] = trainer_over["block_size"]
     elif "block_size" in model_over: trainer_over["block_size"] = model_over["block_size"]
-    tcfg = replace(preset.trainer, out_dir=args.out, **trainer_over)
+    if args.resume and args.init_from:
+        raise ValueError("--resume continues the run in --out; --init-from starts a new run from other weights: choose one.")
+    text = tiny_shakespeare() if args.data is None else read_text(args.data)
+    run_info = {"data": text_fingerprint(text, args.data)}
+    progress = not args.no_progress
     if args.resume:                       # the saved run's settings, except the flags given now
         last = resolve_checkpoint(Path(args.out) / "last")
         tcfg = replace(TrainerConfig(**load_trainer_state(last)["trainer_config"]), out_dir=args.out, **trainer_over)
-        tokenizer = load_tokenizer(last, GPT.from_pretrained(last).config.vocab_size)
-        text = tiny_shakespeare() if args.data is None else read_text(args.data)
-        ids = tokenizer.encode(text) if isinstance(tokenizer, CharTokenizer) else tokenizer.encode_ordinary(text)
-        train_ids, val_ids = train_val_split(ids)
-        trainer = Trainer.resume(args.out, train_ids, val_ids, tcfg, tokenizer, progress=not args.no_progress)
-        print(f"resuming {last} at step {trainer.step} of {tcfg.steps}")
+        tokenizer = load_tokenizer(last)
+        _refuse_changes(model_over, GPT.from_pretrained(last).config, {f.name for f in fields(GPTConfig)} - {"block_size"},
+                        f"the run in {args.out!r}")
+        _check_tokenizer(args.tokenizer, tokenizer, f"the run in {args.out!r}")
+        run_info["tokenizer"] = tokenizer_fingerprint(tokenizer)
+        trainer = Trainer.resume(args.out, *train_val_split(encode(tokenizer, text)), tcfg, tokenizer, progress, run_info)
+        trainer._print(f"resuming {last} at step {trainer.step} of {tcfg.steps}")
     else:
-        tokenizer, train_ids, val_ids = prepare_data(args.data, tokenizer_kind)
-        mcfg = replace(preset.model, vocab_size=vocab_size_of(tokenizer), **model_over)
-        if tcfg.block_size > mcfg.block_size: mcfg = replace(mcfg, block_size=tcfg.block_size)
-        torch.manual_seed(tcfg.seed)
-        model = GPT(mcfg)
-        trainer = Trainer(model, train_ids, val_ids, tcfg, tokenizer, progress=not args.no_progress)
-        print(f"training {args.preset}: {model.num_params():,} parameters, {len(train_ids):,} training tokens, "
-              f"device {trainer.device}, {tcfg.steps} steps -> {args.out}")
-    history = trainer.fit()
+        tcfg = replace(preset.trainer, out_dir=args.out, **trainer_over)
+        if args.init_from:
+            model, tokenizer = _load_model_and_tokenizer(args.init_from, **{k: v for k, v in model_over.items()
+                                                                             if k not in _SHAPE | {"block_size"}})
+            _refuse_changes(model_over, model.config, _SHAPE, f"--init-from {args.init_from}")
+            _check_tokenizer(args.tokenizer, tokenizer, f"--init-from {args.init_from}")
+            if "block_size" not in trainer_over: tcfg = replace(tcfg, block_size=min(tcfg.block_size, model.config.block_size))
+            run_info["init_from"] = str(args.init_from)
+        else:
+            tokenizer = build_tokenizer(args.tokenizer or preset.tokenizer, text)
+            mcfg = replace(preset.model, vocab_size=vocab_size_of(tokenizer), **model_over)
+            if tcfg.block_size > mcfg.block_size: mcfg = replace(mcfg, block_size=tcfg.block_size)
+            torch.manual_seed(tcfg.seed)
+            model = GPT(mcfg)
+        run_info["tokenizer"] = tokenizer_fingerprint(tokenizer)
+        train_ids, val_ids = train_val_split(encode(tokenizer, text))
+        trainer = Trainer(model.train(), train_ids, val_ids, tcfg, tokenizer, progress, run_info, overwrite=args.overwrite)
+        trainer._print(f"training {args.init_from or args.preset}: {model.num_params():,} parameters, {len(train_ids):,} training "
+                       f"tokens, device {trainer.device}, {trainer.world_size} process(es), {tcfg.steps} steps of "
+                       f"{tcfg.batch_size * tcfg.grad_accum * tcfg.block_size:,} tokens -> {args.out}")
+    try:
+        history = trainer.fit()
+    finally:
+        if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     evals = [r for r in history if "val" in r]
-    result = {"step": trainer.step, **({"train": evals[-1]["train"], "val": evals[-1]["val"]} if evals else {}),
+    result = {"step": trainer.step, "stopped_by": trainer.stopped_by, **({"train": evals[-1]["train"], "val": evals[-1]["val"]} if evals else {}),
               "best_val": trainer.best_val, "out": str(Path(args.out).resolve())}
     if trainer.rank == 0:
         print(json.dumps(result))
-        if args.sample_tokens > 0:
+        if args.sample_tokens > 0 and trainer.stopped_by != "interrupted":
             start = tokenizer.encode("\n") if isinstance(tokenizer, CharTokenizer) else [tokenizer.eot_token]
             out = trainer.model.generate(torch.tensor([start], device=trainer.device), args.sample_tokens,
                                          temperature=0.8, generator=torch.Generator(device=trainer.device).manual_seed(0))
@@ -129,15 +175,16 @@ def cmd_train(args) -> dict:
     return result
 
 def cmd_sample(args) -> list[str]:
-    model, tokenizer = _load_model_and_tokenizer(args.ckpt)
+    device = pick_device(args.device)
+    model, tokenizer = _load_model_and_tokenizer(args.ckpt, device, args.dtype)
     is_char = isinstance(tokenizer, CharTokenizer)
     prompt = args.prompt if args.prompt is not None else ("\n" if is_char else "")
     ids = tokenizer.encode(prompt) if is_char else tokenizer.encode(prompt, allowed_special={"<|endoftext|>"})
     if not ids:
         if is_char: raise ValueError("the prompt is empty: give --prompt some text.")
         ids = [tokenizer.eot_token]
-    g = torch.Generator().manual_seed(args.seed)
-    idx = torch.tensor([ids] * args.num_samples)
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    idx = torch.tensor([ids] * args.num_samples, device=device)
     out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          use_cache=not args.no_cache, generator=g, eos_id=None if is_char else tokenizer.eot_token)
     texts = [tokenizer.decode(row.tolist()) for row in out]
@@ -145,11 +192,12 @@ def cmd_sample(args) -> list[str]:
     return texts
 
 def cmd_eval(args) -> dict:
-    model, tokenizer = _load_model_and_tokenizer(args.ckpt)
+    device = pick_device(args.device)
+    model, tokenizer = _load_model_and_tokenizer(args.ckpt, device, args.dtype)
     text = tiny_shakespeare() if args.data is None else read_text(args.data)
-    ids = tokenizer.encode(text) if isinstance(tokenizer, CharTokenizer) else tokenizer.encode_ordinary(text)
-    split = dict(zip(["train", "val"], train_val_split(ids)))[args.split]
-    result = {"ckpt": str(args.ckpt), "split": args.split, **evaluate_split(model, split, batch_size=args.batch_size)}
+    split = dict(zip(["train", "val"], train_val_split(encode(tokenizer, text))))[args.split]
+    result = {"ckpt": str(args.ckpt), "split": args.split, "device": str(device), "dtype": args.dtype,
+              **evaluate_split(model, split, batch_size=args.batch_size)}
     print(json.dumps(result))
     return result
 

@@ -21,19 +21,19 @@ from .multihead import CausalSelfAttention
 from .layernorm import LayerNorm, PreLNBlock
 
 # %% auto #0
-__all__ = ['PRESETS', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT', 'flops_per_token', 'sample_next', 'generate',
-           'from_pretrained', 'save_pretrained']
+__all__ = ['PRESETS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT', 'flops_per_token', 'sample_next',
+           'generate', 'as_dtype', 'from_pretrained', 'save_pretrained']
 
 # %% ../nbs/08_gpt.ipynb #293d4f49
 @dataclass
 class GPTConfig:
     "Sizes and options of a GPT; validated on creation. Defaults are GPT-2 124M."
-    vocab_size: int = 50257
+    vocab_size: int = 50257         # tokens in the vocabulary (rows of the embedding and output layers)
     block_size: int = 1024          # longest context (number of position embeddings)
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
+    n_layer: int = 12               # transformer blocks
+    n_head: int = 12                # attention heads per block; must divide n_embd
+    n_embd: int = 768               # width of the residual stream
+    dropout: float = 0.0            # dropout probability in attention, MLP and embeddings while training
     bias: bool = True               # biases in Linear layers and LayerNorms, as GPT-2
     qkv_bias: bool | None = None    # bias of the query/key/value projection; None = same as `bias`
     tie_weights: bool = True        # output layer shares the token embedding matrix
@@ -293,9 +293,18 @@ def _load_state(model: GPT, state: dict[str, Tensor], source: str):
         raise ValueError(f"{source} does not match the model architecture:\n  " + "\n  ".join(lines))
     model.load_state_dict(state, strict=False)
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+def as_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    "A torch dtype from its name ('float32', 'bfloat16', 'float16') or itself."
+    if isinstance(dtype, torch.dtype): return dtype
+    if dtype not in DTYPES: raise ValueError(f"dtype must be one of {list(DTYPES)}; got {dtype!r}.")
+    return DTYPES[dtype]
+
 @classmethod
-def from_pretrained(cls, name_or_dir: str | os.PathLike, **overrides) -> GPT:
-    "Load a model saved by `save_pretrained`, a Hugging Face GPT-2 directory, or (online) a hub name such as 'gpt2'."
+def from_pretrained(cls, name_or_dir: str | os.PathLike, device: str | torch.device | None = None,
+                    dtype: str | torch.dtype | None = None, **overrides) -> GPT:
+    "Load a model saved by `save_pretrained`, a Hugging Face GPT-2 folder or (online) a hub name such as 'gpt2', on `device` in `dtype`."
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     path = Path(name_or_dir).expanduser()
@@ -308,7 +317,8 @@ def from_pretrained(cls, name_or_dir: str | os.PathLike, **overrides) -> GPT:
         except Exception as e:
             raise FileNotFoundError(f"{str(name_or_dir)!r} is neither a local checkpoint directory nor a model that could be "
                                     f"downloaded from the Hugging Face hub ({type(e).__name__}: {e}). Offline, download it "
-                                    "elsewhere and pass its directory.") from None
+                                    "elsewhere (`hf download openai-community/gpt2 config.json model.safetensors "
+                                    "--local-dir gpt2`) and pass its directory.") from None
     if not path.is_dir(): raise NotADirectoryError(f"{str(path)!r} is not a directory; pass the folder holding config.json and model.safetensors.")
     cfg_file, weights = path / "config.json", path / "model.safetensors"
     for f in (cfg_file, weights):
@@ -328,7 +338,7 @@ def from_pretrained(cls, name_or_dir: str | os.PathLike, **overrides) -> GPT:
     model = model.to_empty(device="cpu")
     _load_state(model, state, str(weights))
     if config.tie_weights: model.lm_head.weight = model.transformer.wte.weight
-    return model.eval()
+    return model.to(device=device, dtype=None if dtype is None else as_dtype(dtype)).eval()
 
 def save_pretrained(self, directory: str | os.PathLike) -> Path:
     "Write `config.json` and `model.safetensors` (tied weights stored once) into `directory`, each atomically."

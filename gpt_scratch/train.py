@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -24,12 +25,14 @@ from torch import Tensor
 
 from .data import CharTokenizer, SlidingWindowDataset, atomic_write, char_splits, get_batch, gpt2_tokenizer, read_text, tiny_shakespeare, train_val_split
 from .harness import estimate_loss, lr_at
-from .model import GPT, GPTConfig, PRESETS as MODEL_PRESETS
+from .model import GPT, GPTConfig, PRESETS as MODEL_PRESETS, as_dtype
 
 # %% auto #0
-__all__ = ['PRESETS', 'pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast', 'TrainerConfig', 'configure_optimizer',
-           'accumulate_gradients', 'resolve_checkpoint', 'save_checkpoint', 'load_trainer_state', 'load_tokenizer',
-           'check_writable', 'checkpoint_bytes', 'Trainer', 'prepare_data', 'vocab_size_of', 'evaluate_split', 'Preset']
+__all__ = ['RUN_FILES', 'PRESETS', 'pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast', 'TrainerConfig', 'lr_schedule',
+           'extend_schedule', 'configure_optimizer', 'accumulate_gradients', 'resolve_checkpoint', 'save_checkpoint',
+           'load_trainer_state', 'load_tokenizer', 'check_writable', 'checkpoint_bytes', 'claim_run_folder', 'Trainer',
+           'build_tokenizer', 'encode', 'prepare_data', 'vocab_size_of', 'text_fingerprint', 'tokenizer_fingerprint',
+           'run_differences', 'evaluate_split', 'Preset']
 
 # %% ../nbs/09_gpu_training.ipynb #4815d23f
 def pick_device(preference: str = "auto") -> torch.device:
@@ -50,10 +53,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def pick_dtype(device: torch.device, preference: str = "auto") -> torch.dtype:
     "The autocast dtype: bf16 on GPUs and CPUs that support it natively, float16 on older CUDA GPUs, else float32."
-    if preference != "auto":
-        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-        if preference not in dtypes: raise ValueError(f"dtype must be one of {list(dtypes)} or 'auto'; got {preference!r}.")
-        return dtypes[preference]
+    if preference != "auto": return as_dtype(preference)
     if device.type == "cuda": return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_fast_bf16(): return torch.bfloat16
     return torch.float32
@@ -67,25 +67,25 @@ def autocast(device: torch.device, dtype: torch.dtype):
 @dataclass
 class TrainerConfig:
     "Everything about a training run except the model's shape (that is `GPTConfig`)."
-    out_dir: str = "out"
-    steps: int = 2000                 # optimiser steps
-    batch_size: int = 12              # sequences per micro-batch (per process)
-    block_size: int = 64              # tokens per sequence; at most the model's block_size
-    grad_accum: int = 1               # micro-batches per optimiser step
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1         # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0            # 0 disables clipping
-    eval_interval: int = 250
-    eval_iters: int = 200
-    log_interval: int = 10
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"
-    compile: bool = False
+    out_dir: str = "out"              # folder for checkpoints (best/, last/), metrics.jsonl and loss.png
+    steps: int = 2000                 # optimiser steps in the whole run
+    batch_size: int = 12              # sequences per micro-batch, in each process
+    block_size: int = 64              # tokens per training sequence; at most the model's block_size
+    grad_accum: int = 1               # micro-batches per optimiser step over all processes (a multiple of their number)
+    lr: float = 1e-3                  # peak learning rate, reached after warm-up
+    min_lr_ratio: float = 0.1         # the cosine decays to lr * min_lr_ratio at the last step
+    warmup_steps: int = 100           # steps of linear warm-up from 0 to lr
+    weight_decay: float = 0.1         # AdamW's decoupled weight decay, on matrices only
+    beta1: float = 0.9                # AdamW's decay rate of the gradient's running mean
+    beta2: float = 0.99               # AdamW's decay rate of the squared gradient's running mean
+    grad_clip: float = 1.0            # largest gradient norm before clipping; 0 disables clipping
+    eval_interval: int = 250          # estimate losses, save last/ (and best/ if better) every this many steps
+    eval_iters: int = 200             # batches per split in each loss estimate
+    log_interval: int = 10            # log the batch loss and speed to metrics.jsonl every this many steps
+    seed: int = 1337                  # seed of the batches and dropout (each process adds its rank)
+    device: str = "auto"              # cpu, cuda, cuda:1, mps, or auto (CUDA, then MPS, then CPU)
+    dtype: str = "auto"               # autocast format: float32, bfloat16, float16, or auto (bf16 where fast)
+    compile: bool = False             # torch.compile the model before training
     max_seconds: float = 0.0          # stop after this much wall-clock time (0 = no limit), then evaluate and save
 
     def __post_init__(self):
@@ -99,6 +99,22 @@ class TrainerConfig:
         if self.max_seconds < 0: raise ValueError(f"max_seconds must be >= 0 (0 = no limit); got {self.max_seconds}.")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1: raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}.")
+
+# %% ../nbs/09_gpu_training.ipynb #fc2fafea
+def lr_schedule(step: int, cfg: TrainerConfig, decay_from: tuple[int, float] | None = None) -> float:
+    "The learning rate at `step`: chapter 01b's warm-up and cosine, or, from `decay_from = (s0, lr0)` on, a cosine from lr0."
+    if decay_from is None or step < decay_from[0]: return lr_at(step, cfg)
+    s0, lr0 = decay_from
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    progress = min(1.0, (step - s0) / max(1, cfg.steps - 1 - s0))
+    return min_lr + (lr0 - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+def extend_schedule(step: int, old: TrainerConfig, new: TrainerConfig, decay_from: tuple[int, float] | None) -> tuple[int, float] | None:
+    "The `decay_from` that continues a run at `step` from the `old` config's total steps to the `new` one's without a jump."
+    if new.steps <= step: raise ValueError(f"the run is already at step {step}: steps={new.steps} leaves nothing to train; "
+                                           f"pass a larger --steps to extend it.")
+    if new.steps == old.steps or step < new.warmup_steps: return decay_from
+    return (step, lr_schedule(step, old, decay_from))
 
 # %% ../nbs/09_gpu_training.ipynb #ff746e78
 def configure_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device) -> torch.optim.AdamW:
@@ -162,12 +178,19 @@ def load_trainer_state(directory: str | os.PathLike) -> dict:
                          "It is corrupted or contains objects other than tensors and numbers; it was not executed.") from None
 
 def load_tokenizer(directory: str | os.PathLike, vocab_size: int | None = None):
-    "The tokenizer saved with a checkpoint; GPT-2's BPE when there is none and the vocabulary is GPT-2's."
+    "The tokenizer of a checkpoint: ours, a Hugging Face GPT-2 `tokenizer.json`, or GPT-2's BPE for a GPT-2-sized vocabulary."
     path = Path(directory) / "tokenizer.json"
     if path.exists():
-        kind = json.loads(read_text(path)).get("type")
+        try: obj = json.loads(read_text(path))
+        except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: {e}).") from None
+        kind = obj.get("type")
         if kind == "CharTokenizer": return CharTokenizer.load(path)
         if kind == "tiktoken": return gpt2_tokenizer()
+        if kind is None and isinstance(obj.get("model"), dict):          # Hugging Face's format names its type under "model"
+            model, vocab = obj["model"], obj["model"].get("vocab") or {}
+            if model.get("type") == "BPE" and len(vocab) == 50257 and vocab.get("<|endoftext|>") == 50256: return gpt2_tokenizer()
+            raise ValueError(f"{str(path)!r} is a Hugging Face {model.get('type')} tokenizer of {len(vocab):,} tokens, not GPT-2's "
+                             "BPE (50,257 tokens), the only Hugging Face tokenizer gpt_scratch reads.")
         raise ValueError(f"{str(path)!r} has unknown tokenizer type {kind!r}.")
     if vocab_size in (None, 50257, 50304): return gpt2_tokenizer()
     raise FileNotFoundError(f"{str(path)!r} is missing and a vocabulary of {vocab_size} is not GPT-2's: cannot decode this model's tokens.")
@@ -197,17 +220,38 @@ def checkpoint_bytes(model: nn.Module) -> int:
     "Disk space a run needs: best/ and last/ plus one being written, each fp32 weights and AdamW's two moments."
     return 3 * 3 * 4 * sum(p.numel() for p in model.parameters())
 
+RUN_FILES = ("best", "last", ".best.old", ".last.old", "metrics.jsonl", "loss.png")
+
+def claim_run_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    "Refuse to train into a folder that holds a run (unless `overwrite`, which deletes that run's files and nothing else)."
+    out = Path(out_dir).expanduser()
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not overwrite:
+        raise FileExistsError(f"{str(out)!r} already holds a training run ({', '.join(found)}). Continue it with --resume, "
+                              "start over with --overwrite (deletes that run's checkpoints and metrics), or choose another --out.")
+    for name in found:
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    return out
+
+# %% ../nbs/09_gpu_training.ipynb #0c2c85ea
 class Trainer:
     "Trains a `GPT` on token streams under a `TrainerConfig`, with evaluation, checkpoints and resumption."
-    def __init__(self, model: GPT, train_data: Tensor, val_data: Tensor, cfg: TrainerConfig, tokenizer=None, progress: bool = True):
+    def __init__(self, model: GPT, train_data: Tensor, val_data: Tensor, cfg: TrainerConfig, tokenizer=None, progress: bool = True,
+                 run_info: dict | None = None, overwrite: bool = False, _resuming: bool = False):
         if cfg.block_size > model.config.block_size:
             raise ValueError(f"block_size {cfg.block_size} is larger than the model's position table ({model.config.block_size}).")
         for name, data in (("training", train_data), ("validation", val_data)):
             if len(data) <= cfg.block_size:
                 raise ValueError(f"the {name} split has {len(data)} tokens, too few for one window of block_size={cfg.block_size}; "
                                  "use a smaller --block-size or more text.")
-        self.cfg, self.tokenizer, self.progress = cfg, tokenizer, progress
+        self.cfg, self.tokenizer, self.progress, self.run_info = cfg, tokenizer, progress, run_info or {}
         self.rank, self.local_rank, self.world_size = _distributed()
+        if cfg.grad_accum % self.world_size:
+            raise ValueError(f"grad_accum={cfg.grad_accum} cannot be shared evenly by {self.world_size} processes. The global batch is "
+                             f"batch_size × grad_accum sequences whatever the number of processes, so grad_accum must be a multiple "
+                             f"of {self.world_size} (e.g. --grad-accum {self.world_size} --batch-size "
+                             f"{max(1, cfg.batch_size * cfg.grad_accum // self.world_size)}).")
+        self.micro_steps = cfg.grad_accum // self.world_size                # micro-batches per process per step
         self.device = pick_device(cfg.device if self.world_size == 1 or cfg.device != "auto" else
                                   ("cuda:%d" % self.local_rank if torch.cuda.is_available() else "cpu"))
         if self.world_size > 1 and not torch.distributed.is_initialized():
@@ -216,7 +260,9 @@ class Trainer:
             torch.cuda.set_device(self.device)
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self.dtype = pick_dtype(self.device, cfg.dtype)
-        self.out = check_writable(cfg.out_dir, checkpoint_bytes(model)) if self.rank == 0 else Path(cfg.out_dir)
+        self.out = Path(cfg.out_dir).expanduser()
+        self._on_rank0(lambda: (None if _resuming else claim_run_folder(self.out, overwrite),
+                                check_writable(self.out, checkpoint_bytes(model))))
         self.model = model.to(self.device)
         self.train_data, self.val_data = train_data, val_data
         self.optimizer = configure_optimizer(self.model, cfg, self.device)
@@ -224,35 +270,75 @@ class Trainer:
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if self.world_size > 1 else None)
         self.forward = torch.compile(self.ddp or self.model) if cfg.compile else (self.ddp or self.model)
-        self.batch_gen = torch.Generator().manual_seed(cfg.seed + self.rank)
-        torch.manual_seed(cfg.seed + self.rank)
-        self.step, self.best_val, self.history = 0, float("inf"), []
+        self.batch_gen = torch.Generator().manual_seed(cfg.seed + self.rank)      # each process draws its own batches
+        torch.manual_seed(cfg.seed + self.rank)                                   # and its own dropout masks
+        self.step, self.best_val, self.history, self.decay_from, self.stopped_by = 0, float("inf"), [], None, None
+
+    def _on_rank0(self, fn):
+        "Run `fn` on rank 0 only; every process returns its result or raises its error, so none waits for a failed one."
+        result, error = None, None
+        if self.rank == 0:
+            try: result = fn()
+            except Exception as e: error = e
+        if self.world_size > 1:
+            box = [(result, error)]
+            torch.distributed.broadcast_object_list(box, src=0)
+            result, error = box[0]
+        if error is not None: raise error
+        return result
 
     # --- state -------------------------------------------------------------------------------------------------
+    def _rng_state(self) -> dict:
+        "This process's random states: its batch sampler's, PyTorch's CPU generator (dropout on CPU), and CUDA's."
+        state = {"batch": self.batch_gen.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda": state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
     def state(self) -> dict:
-        "Everything besides the weights needed to continue exactly."
+        "Everything besides the weights needed to continue exactly, with every process's random states (a collective call)."
+        rngs = [self._rng_state()]
+        if self.world_size > 1:
+            rngs = [None] * self.world_size
+            torch.distributed.all_gather_object(rngs, self._rng_state())
         return {"step": self.step, "best_val": self.best_val, "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "batch_rng": self.batch_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "trainer_config": asdict(self.cfg), "world_size": self.world_size}
+                "scaler": self.scaler.state_dict(), "rng": rngs, "world_size": self.world_size, "decay_from": self.decay_from,
+                "trainer_config": asdict(self.cfg), "run_info": self.run_info}
 
     def load_state(self, state: dict):
+        "Restore `state()`; this process takes back its own random states, so the same number of processes is required."
+        saved = state.get("world_size", 1)
+        if saved != self.world_size:
+            raise ValueError(f"this checkpoint was trained by {saved} process(es) and is being resumed by {self.world_size}. Exact "
+                             f"resume replays each process's own batches, so it needs the same number (torchrun --nproc_per_node="
+                             f"{saved}). To go on with {self.world_size}, start a new run from its weights with --init-from.")
         self.step, self.best_val = state["step"], state["best_val"]
+        self.decay_from = tuple(state["decay_from"]) if state.get("decay_from") else None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.batch_gen.set_state(state["batch_rng"]); torch.set_rng_state(state["torch_rng"])
+        rng = state["rng"][self.rank] if "rng" in state else {"batch": state["batch_rng"], "torch": state["torch_rng"]}
+        self.batch_gen.set_state(rng["batch"]); torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda": torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     @classmethod
     def resume(cls, out_dir: str | os.PathLike, train_data: Tensor, val_data: Tensor, cfg: TrainerConfig | None = None,
-               tokenizer=None, progress: bool = True) -> Trainer:
-        "Continue the run saved in `out_dir/last` (its own config unless `cfg` is given, e.g. with more steps)."
+               tokenizer=None, progress: bool = True, run_info: dict | None = None) -> Trainer:
+        "Continue the run saved in `out_dir/last` (its own config unless `cfg` is given, e.g. with more steps), refusing other data."
         ckpt = resolve_checkpoint(Path(out_dir) / "last")
         state = load_trainer_state(ckpt)
-        cfg = cfg or TrainerConfig(**state["trainer_config"])
-        trainer = cls(GPT.from_pretrained(ckpt).train(), train_data, val_data, cfg, tokenizer, progress)
+        saved_cfg = TrainerConfig(**state["trainer_config"])
+        cfg = cfg or saved_cfg
+        differences = run_differences(state.get("run_info") or {}, run_info or {})
+        if differences:
+            raise ValueError(f"cannot resume {str(ckpt)!r}: " + "; ".join(differences) + ". Resume with what the run was trained on, "
+                             "or start a new run from its weights with --init-from.")
+        trainer = cls(GPT.from_pretrained(ckpt).train(), train_data, val_data, cfg, tokenizer, progress,
+                      run_info=state.get("run_info") or run_info, _resuming=True)
         trainer.load_state(state)
+        trainer.decay_from = extend_schedule(trainer.step, saved_cfg, cfg, trainer.decay_from)
         metrics = Path(out_dir) / "metrics.jsonl"
-        if metrics.exists():
+        if metrics.exists():                    # forget what was logged after the checkpoint: it will be logged again
             trainer.history = [r for r in map(json.loads, metrics.read_text().splitlines()) if r["step"] <= trainer.step]
+            trainer._on_rank0(lambda: atomic_write(metrics, "".join(json.dumps(r) + "\n" for r in trainer.history)))
         return trainer
 
     # --- the loop ----------------------------------------------------------------------------------------------
@@ -261,28 +347,38 @@ class Trainer:
         if self.rank == 0:
             with open(self.out / "metrics.jsonl", "a") as f: f.write(json.dumps(record) + "\n")
 
+    def _print(self, *args):
+        if self.rank == 0: print(*args, flush=True)
+
     def evaluate(self) -> dict[str, float]:
+        "Train and validation loss estimated on `eval_iters` batches each (the same batches every time)."
         with autocast(self.device, self.dtype):
             return estimate_loss(self.model, {"train": self.train_data, "val": self.val_data}, self.cfg.batch_size,
                                  self.cfg.block_size, self.cfg.eval_iters, seed=self.cfg.seed + 1, device=self.device)
 
-    def save(self, name: str = "last") -> Path | None:
-        if self.rank != 0: return None
-        return save_checkpoint(self.out / name, self.model, self.state(), self.tokenizer)
+    def save(self, name: str = "last") -> Path:
+        "Checkpoint to `out_dir/name`: every process takes part (their random states are gathered), rank 0 writes."
+        state = self.state()
+        return self._on_rank0(lambda: save_checkpoint(self.out / name, self.model, state, self.tokenizer))
+
+    def learning_rate(self, step: int) -> float:
+        "The learning rate at `step` (see `lr_schedule`)."
+        return lr_schedule(step, self.cfg, self.decay_from)
 
     def train_step(self) -> float:
-        "One optimiser step over `grad_accum` micro-batches; returns the mean loss."
+        "One optimiser step over `grad_accum` micro-batches shared by the processes; returns the mean loss over all of them."
         cfg = self.cfg
-        lr = lr_at(self.step, cfg)
-        for group in self.optimizer.param_groups: group["lr"] = lr
+        for group in self.optimizer.param_groups: group["lr"] = self.learning_rate(self.step)
         total = torch.zeros((), device=self.device)                        # summed on the device: one sync per step
-        for micro in range(cfg.grad_accum):
+        for micro in range(self.micro_steps):
             x, y = get_batch(self.train_data, cfg.batch_size, cfg.block_size, generator=self.batch_gen, device=self.device)
-            sync = self.ddp is None or micro == cfg.grad_accum - 1          # all-reduce only on the last micro-batch
+            sync = self.ddp is None or micro == self.micro_steps - 1        # all-reduce only on the last micro-batch
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, self.dtype):
                 _, loss = self.forward(x, y)
-            self.scaler.scale(loss / cfg.grad_accum).backward()
-            total += loss.detach() / cfg.grad_accum
+            self.scaler.scale(loss / self.micro_steps).backward()
+            total += loss.detach() / self.micro_steps
+        if self.ddp is not None:                                           # every process sees the same mean (and the same NaN)
+            torch.distributed.all_reduce(total); total /= self.world_size
         total = total.item()
         if not math.isfinite(total):
             self.optimizer.zero_grad(set_to_none=True)
@@ -296,42 +392,54 @@ class Trainer:
         self.step += 1
         return total
 
+    def _should_stop(self, interrupted: bool, out_of_time: bool) -> str | None:
+        "Why to stop after this step, agreed by all processes: any one interrupted, or rank 0 out of time."
+        flags = [interrupted, out_of_time and self.rank == 0]
+        if self.ddp is not None:
+            t = torch.tensor(flags, dtype=torch.float32, device=self.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flags = [bool(v) for v in t.tolist()]
+        return "interrupted" if flags[0] else "max_seconds" if flags[1] else None
+
     def fit(self, until: int | None = None) -> list[dict]:
         "Train until `cfg.steps` (or step `until`, saving there); Ctrl-C saves and returns early. Returns the logged history."
         from tqdm.auto import tqdm
         cfg = self.cfg
         interrupted = []
-        # Ctrl-C finishes the current step, then saves; signal handlers can only be set from the main thread
-        catch = self.rank == 0 and threading.current_thread() is threading.main_thread()
+        # Ctrl-C (in every process: a terminal signals the whole group) finishes the step, then all save together.
+        # Signal handlers can only be set from the main thread.
+        catch = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if catch else None
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, mininterval=1.0)
-        tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * self.world_size
+        tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum
         start, t_last, steps_since = time.time(), time.time(), 0
+        self.stopped_by = None
         try:
             self.model.train()
             stop = min(cfg.steps, until or cfg.steps)
-            out_of_time = False
-            while self.step < stop and not interrupted and not out_of_time:
+            while self.step < stop and not self.stopped_by:
                 if self.step % cfg.eval_interval == 0: self._eval_and_save(start)
                 loss = self.train_step()
                 steps_since += 1
                 if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
                     now = time.time(); tps = tokens_per_step * steps_since / max(now - t_last, 1e-9)
                     t_last, steps_since = now, 0
-                    self._log({"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, cfg), "tokens_per_second": tps,
+                    self._log({"step": self.step, "loss": loss, "lr": self.learning_rate(self.step - 1), "tokens_per_second": tps,
                                "elapsed": now - start})
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
                 bar.update(1)
-                if cfg.max_seconds: out_of_time = self._agreed(time.time() - start >= cfg.max_seconds)
-            if interrupted:
+                self.stopped_by = self._should_stop(bool(interrupted), bool(cfg.max_seconds) and time.time() - start >= cfg.max_seconds)
+            if self.stopped_by == "interrupted":
                 path = self.save("last")
-                print(f"\ninterrupted at step {self.step}: saved {path}; continue with --resume")
-            elif out_of_time:
-                print(f"\nmax_seconds={cfg.max_seconds:g} reached at step {self.step} of {cfg.steps}")
+                self._print(f"\ninterrupted at step {self.step}: saved {path}; continue with --resume")
+            elif self.stopped_by == "max_seconds":
+                self._print(f"\nmax_seconds={cfg.max_seconds:g} reached at step {self.step} of {cfg.steps}")
                 self._eval_and_save(start)
             elif self.step < cfg.steps:
+                self.stopped_by = "until"
                 self.save("last")
             else:
+                self.stopped_by = "steps"
                 self._eval_and_save(start)
         finally:
             bar.close()
@@ -339,16 +447,9 @@ class Trainer:
         if self.rank == 0: self.plot()
         return self.history
 
-    def _agreed(self, flag: bool) -> bool:
-        "Rank 0's `flag` on every rank, so all processes stop at the same step."
-        if self.ddp is None: return flag
-        t = torch.tensor([float(flag)], device=self.device)
-        torch.distributed.broadcast(t, src=0)
-        return bool(t.item())
-
     def _eval_and_save(self, start: float):
         if any(r["step"] == self.step and "val" in r for r in self.history): return
-        losses = self.evaluate()
+        losses = self._on_rank0(self.evaluate)                             # one estimate, the same decision everywhere
         self._log({"step": self.step, "train": losses["train"], "val": losses["val"], "elapsed": time.time() - start})
         if losses["val"] < self.best_val:
             self.best_val = losses["val"]
@@ -356,35 +457,72 @@ class Trainer:
         self.save("last")
 
     def plot(self) -> Path:
-        "Write `loss.png`: evaluated train/val losses and the logged batch loss."
-        import matplotlib
-        matplotlib.use("Agg") if not hasattr(matplotlib, "_called_from_notebook") else None
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 4))
+        "Write `loss.png`: evaluated train/val losses and the logged batch loss (without touching pyplot's state)."
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
         batch = [(r["step"], r["loss"]) for r in self.history if "loss" in r]
         evals = [(r["step"], r["train"], r["val"]) for r in self.history if "val" in r]
         if batch: ax.plot(*zip(*batch), lw=0.5, alpha=0.5, label="batch loss")
         if evals:
             s, tr, va = zip(*evals)
             ax.plot(s, tr, "o-", label="train (estimate)"); ax.plot(s, va, "o-", label="val (estimate)")
-        ax.set_xlabel("step"); ax.set_ylabel("loss (nats)"); ax.legend(); ax.set_title(f"{self.out}")
+        ax.set_xlabel("step"); ax.set_ylabel("loss (nats)"); ax.legend(); ax.set_title(self.out.name)
         path = self.out / "loss.png"
-        fig.savefig(path, dpi=100); plt.close(fig)
+        fig.savefig(path, dpi=100)
         return path
 
 # %% ../nbs/09_gpu_training.ipynb #ecdf43e2
+def build_tokenizer(kind: str, text: str):
+    "A tokenizer by name: 'char' (the characters of `text`) or 'gpt2' (GPT-2's BPE)."
+    if kind == "char": return CharTokenizer.from_text(text)
+    if kind == "gpt2": return gpt2_tokenizer()
+    raise ValueError(f"tokenizer must be 'char' or 'gpt2'; got {kind!r}.")
+
+def encode(tokenizer, text: str) -> list[int]:
+    "Token ids of `text` under a `CharTokenizer` or a tiktoken encoding (special tokens are plain text)."
+    return tokenizer.encode(text) if isinstance(tokenizer, CharTokenizer) else tokenizer.encode_ordinary(text)
+
 def prepare_data(path: str | os.PathLike | None = None, tokenizer: str = "char", train_frac: float = 0.9):
     "(tokenizer, train ids, val ids) for the text at `path` (default Tiny Shakespeare), tokenized by 'char' or 'gpt2'."
     text = tiny_shakespeare() if path is None else read_text(path)
-    if tokenizer == "char": return char_splits(text, train_frac)
-    if tokenizer == "gpt2":
-        enc = gpt2_tokenizer()
-        return (enc, *train_val_split(enc.encode_ordinary(text), train_frac))
-    raise ValueError(f"tokenizer must be 'char' or 'gpt2'; got {tokenizer!r}.")
+    tok = build_tokenizer(tokenizer, text)
+    return (tok, *train_val_split(encode(tok, text), train_frac))
 
 def vocab_size_of(tokenizer) -> int:
     "Vocabulary size of a `CharTokenizer` or a tiktoken encoding."
     return tokenizer.vocab_size if isinstance(tokenizer, CharTokenizer) else tokenizer.n_vocab
+
+# %% ../nbs/09_gpu_training.ipynb #8e4a2532
+def text_fingerprint(text: str, source: str | os.PathLike | None = None) -> dict:
+    "What a run was trained on: the text's source, its size in bytes and its SHA-256."
+    raw = text.encode("utf-8")
+    return {"source": str(Path(source).expanduser().resolve()) if source is not None else "Tiny Shakespeare",
+            "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+def tokenizer_fingerprint(tokenizer) -> dict:
+    "A tokenizer's type, vocabulary size and a SHA-256 of its vocabulary (every token's text or bytes, in id order)."
+    digest = hashlib.sha256()
+    if isinstance(tokenizer, CharTokenizer):
+        kind, tokens = "char", (c.encode("utf-8") for c in tokenizer.chars)
+    else:                                                                # a tiktoken encoding
+        kind, tokens = f"tiktoken:{tokenizer.name}", (tokenizer.decode_single_token_bytes(i) for i in range(tokenizer.n_vocab))
+    for t in tokens: digest.update(len(t).to_bytes(4, "little") + t)     # length-prefixed: no two vocabularies collide
+    return {"type": kind, "vocab_size": vocab_size_of(tokenizer), "sha256": digest.hexdigest()}
+
+def run_differences(saved: dict, now: dict) -> list[str]:
+    "Human-readable differences between the `data` and `tokenizer` fingerprints a run was saved with and those given now."
+    out = []
+    for key, what in (("data", "data"), ("tokenizer", "tokenizer")):
+        a, b = saved.get(key), now.get(key)
+        if a and b and a["sha256"] != b["sha256"]:
+            if key == "data":
+                out.append(f"the data differs: the run was trained on {a['source']} ({a['bytes']:,} bytes, SHA-256 {a['sha256'][:12]}…), "
+                           f"now {b['source']} ({b['bytes']:,} bytes, SHA-256 {b['sha256'][:12]}…)")
+            else:
+                out.append(f"the tokenizer differs: the run used {a['type']} ({a['vocab_size']:,} tokens), "
+                           f"now {b['type']} ({b['vocab_size']:,} tokens)" + (", with another vocabulary" if a["type"] == b["type"] else ""))
+    return out
 
 # %% ../nbs/09_gpu_training.ipynb #f5397006
 @torch.no_grad()
