@@ -17,14 +17,18 @@ from torch import Tensor
 __all__ = ['causal_attention', 'Head', 'LMConfig', 'TinyLM', 'single_head_lm']
 
 # %% ../nbs/02_single_head.ipynb #7ec41c9b
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout: nn.Module | None = None) -> Tensor:
-    "softmax(q kᵀ / √d_k, masked to the past) v, for `q, k, v` of shape `(..., T, d_k)`; returns `(..., T, d_k)`."
-    T, d_k = q.shape[-2], q.shape[-1]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)                              # (..., T, T)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)          # True above the diagonal
-    weights = F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)         # (..., T, T), rows sum to 1
-    if dropout is not None: weights = dropout(weights)
-    return weights @ v                                                             # (..., T, d_k)
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout: nn.Module | None = None, start: int = 0,
+                     return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """softmax(q kᵀ / √d_k, masked to the past) v, for queries `(..., T, d_k)` and keys and values `(..., S, d_k)`.
+
+    Query `i` sits at position `start + i` (`start` keys came before it, e.g. from a cache) and sees keys `0 .. start + i`.
+    Returns `(..., T, d_k)`, and the attention weights `(..., T, S)` too when `return_weights`."""
+    T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)                              # (..., T, S)
+    future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(start + 1)  # key after the query's position
+    weights = F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)         # (..., T, S), rows sum to 1
+    out = (weights if dropout is None else dropout(weights)) @ v                   # (..., T, d_k)
+    return (out, weights) if return_weights else out
 
 # %% ../nbs/02_single_head.ipynb #9b5b9167
 class Head(nn.Module):
@@ -41,10 +45,7 @@ class Head(nn.Module):
 
     def attention_weights(self, x: Tensor) -> Tensor:
         "The `(B, T, T)` attention weights for inputs `x`, for plotting."
-        q, k = self.query(x), self.key(x)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-        future = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(1)
-        return F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+        return causal_attention(self.query(x), self.key(x), self.value(x), return_weights=True)[1]
 
 # %% ../nbs/02_single_head.ipynb #bf7078b6
 @dataclass

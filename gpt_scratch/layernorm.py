@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention import LMConfig, TinyLM
-from .residual import Block, stacked_lm
+from .multihead import CausalSelfAttention
+from .mlp import FeedForward
+from .residual import stacked_lm
 
 # %% auto #0
 __all__ = ['layer_norm', 'LayerNorm', 'PostLNBlock', 'PreLNBlock', 'layernorm_lm']
@@ -38,22 +40,21 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)   # = layer_norm(x, ...), tested below
 
 # %% ../nbs/06_layernorm.ipynb #9ede4c69
-class _NormedBlock(Block):
-    "A residual `Block` with two LayerNorms, `ln_1` for attention and `ln_2` for the MLP."
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, residual: bool = True, bias: bool = True):
-        if not residual: raise ValueError("LayerNorm blocks are residual blocks; residual=False is not supported.")
-        super().__init__(n_embd, n_head, dropout, residual=True, bias=bias)
-        self.ln_1, self.ln_2 = LayerNorm(n_embd, bias=bias), LayerNorm(n_embd, bias=bias)
+class PostLNBlock(nn.Module):
+    "Original Transformer order: x = LN(x + attn(x)); x = LN(x + mlp(x)). Chapter 05's attention and MLP, two LayerNorms."
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias=bias)
+        self.mlp = FeedForward(n_embd, dropout=dropout, bias=bias)
+        self.ln_1, self.ln_2 = LayerNorm(n_embd, bias=bias), LayerNorm(n_embd, bias=bias)   # before/after attn, MLP
 
-class PostLNBlock(_NormedBlock):
-    "Original Transformer order: x = LN(x + attn(x)); x = LN(x + mlp(x))."
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:                 # x: (B, T, C)
         x = self.ln_1(x + self.attn(x))
         return self.ln_2(x + self.mlp(x))
 
-class PreLNBlock(_NormedBlock):
-    "GPT-2 order: x = x + attn(LN(x)); x = x + mlp(LN(x))."
-    def forward(self, x: Tensor) -> Tensor:
+class PreLNBlock(PostLNBlock):
+    "GPT-2 order, with the same parts: x = x + attn(LN(x)); x = x + mlp(LN(x))."
+    def forward(self, x: Tensor) -> Tensor:                 # x: (B, T, C)
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 

@@ -14,15 +14,17 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import Tensor
 
 from .data import atomic_write
 from .multihead import CausalSelfAttention
-from .layernorm import LayerNorm, PreLNBlock
+from .mlp import FeedForward
+from .layernorm import LayerNorm
 
 # %% auto #0
 __all__ = ['PRESETS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT', 'flops_per_token', 'sample_next',
-           'generate', 'as_dtype', 'from_pretrained', 'save_pretrained']
+           'as_dtype']
 
 # %% ../nbs/08_gpt.ipynb #293d4f49
 @dataclass
@@ -61,15 +63,6 @@ class GPTConfig:
         if unknown: raise ValueError(f"unknown GPTConfig fields: {sorted(unknown)}.")
         return cls(**d)
 
-    @classmethod
-    def from_seed_dict(cls, d: dict) -> GPTConfig:
-        "Map the seeds' `GPT_CONFIG_124M`-style dict (context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias)."
-        names = {"vocab_size": "vocab_size", "context_length": "block_size", "emb_dim": "n_embd", "n_heads": "n_head",
-                 "n_layers": "n_layer", "drop_rate": "dropout", "qkv_bias": "qkv_bias"}
-        unknown = set(d) - set(names)
-        if unknown: raise ValueError(f"unknown keys {sorted(unknown)}; expected {sorted(names)}.")
-        return cls(**{names[k]: v for k, v in d.items()})
-
 PRESETS: dict[str, GPTConfig] = {
     "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),                 # 124M
     "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),         # 355M
@@ -98,11 +91,7 @@ class KVCache:
         return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
 
 class GPTAttention(CausalSelfAttention):
-    "Chapter 03's batched causal self-attention, with an optional `KVCache` and a separate QKV-bias switch."
-    def __init__(self, cfg: GPTConfig):
-        super().__init__(cfg.n_embd, cfg.n_head, cfg.dropout, bias=cfg.bias, fused=cfg.fused_attention)
-        if cfg.qkv_bias != cfg.bias: self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.qkv_bias)
-
+    "Chapter 03's batched causal self-attention that reads and extends a `KVCache` when given one."
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:        # x: (B, T, C)
         B, T, C = x.shape
         start = cache.pos if cache is not None else 0                              # positions already cached
@@ -111,29 +100,18 @@ class GPTAttention(CausalSelfAttention):
         y = self.attend(q, k, v, start)                                            # (B, nh, T, hs)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))   # (B, T, C)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, start: int = 0) -> Tensor:
-        "Queries at absolute positions `start, start+1, ...` attend to keys at positions up to their own."
-        T, dropout_p = q.shape[2], (self.dropout_p if self.training else 0.0)
-        # new position i (absolute start + i) may attend to absolute positions <= start + i
-        mask = None if T == 1 or start == 0 else torch.ones(T, start + T, dtype=torch.bool, device=q.device).tril(diagonal=start)
-        # PyTorch's CPU flash-attention backward is several times slower in bf16 than in fp32 (chapter 12 measures
-        # it), while the hand-written path is not: under bf16 autocast on a CPU we take the hand-written path.
-        if self.fused and not (q.device.type == "cpu" and q.dtype == torch.bfloat16):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None and T > 1)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                 # (B, nh, T, start + T)
-        if mask is None and T > 1: mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-        if mask is not None: scores = scores.masked_fill(~mask, float("-inf"))
-        return self.attn_dropout(F.softmax(scores, dim=-1)) @ v
-
-class GPTBlock(PreLNBlock):
-    "Chapter 06's pre-LN block, with `GPTAttention` so it can use a KV cache."
+class GPTBlock(nn.Module):
+    "Chapter 06's pre-LN block, its attention able to use a KV cache: x = x + attn(LN(x)); x = x + mlp(LN(x))."
     def __init__(self, cfg: GPTConfig):
-        super().__init__(cfg.n_embd, cfg.n_head, cfg.dropout, bias=cfg.bias)
-        self.attn = GPTAttention(cfg)
+        super().__init__()
+        self.ln_1 = LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = GPTAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, cfg.fused_attention, cfg.qkv_bias)
+        self.ln_2 = LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = FeedForward(cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:       # x: (B, T, C)
+        x = x + self.attn(self.ln_1(x), cache)                                     # communicate
+        return x + self.mlp(self.ln_2(x))                                          # compute
 
 # %% ../nbs/08_gpt.ipynb #1cdef8cc
 class GPT(nn.Module):
@@ -221,29 +199,30 @@ def _check_generate_args(model: GPT, idx: Tensor, max_new_tokens: int, temperatu
     if top_k is not None and not 1 <= top_k <= V: raise ValueError(f"top_k must be between 1 and the vocabulary size {V}; got {top_k}.")
     if top_p is not None and not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1]; got {top_p}.")
 
+@patch
 @torch.no_grad()
-def generate(model: GPT, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+def generate(self: GPT, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, eos_id: int | None = None, use_cache: bool = True,
              generator: torch.Generator | None = None) -> Tensor:
     "Extend `idx` `(B, T)` by up to `max_new_tokens` tokens; see `sample_next` for the sampling options."
-    _check_generate_args(model, idx, max_new_tokens, temperature, top_k, top_p)
-    was_training = model.training
-    model.eval()
-    cfg, block = model.config, model.config.block_size
+    _check_generate_args(self, idx, max_new_tokens, temperature, top_k, top_p)
+    was_training = self.training
+    self.eval()
+    cfg, block = self.config, self.config.block_size
     idx = idx[:, -block:] if idx.shape[1] > block else idx
     done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     caches, fed = None, 0                                   # `fed`: how many tokens of idx the caches hold
     for _ in range(max_new_tokens):
         if not use_cache:
-            logits = model(idx[:, -block:])[0]
+            logits = self(idx[:, -block:])[0]
         elif caches is None or idx.shape[1] > block:        # (re)fill the cache from the last `block` tokens
             context = idx[:, -block:]
-            caches = [KVCache(idx.shape[0], cfg.n_head, block, cfg.n_embd // cfg.n_head, model.lm_head.weight.dtype, idx.device)
+            caches = [KVCache(idx.shape[0], cfg.n_head, block, cfg.n_embd // cfg.n_head, self.lm_head.weight.dtype, idx.device)
                       for _ in range(cfg.n_layer)]
-            logits = model(context, caches=caches)[0]
+            logits = self(context, caches=caches)[0]
             fed = idx.shape[1]
         else:                                               # only the tokens the cache has not seen
-            logits = model(idx[:, fed:], caches=caches)[0]
+            logits = self(idx[:, fed:], caches=caches)[0]
             fed = idx.shape[1]
         next_id = sample_next(logits[:, -1], temperature, top_k, top_p, generator)   # (B, 1)
         if eos_id is not None:
@@ -252,10 +231,8 @@ def generate(model: GPT, idx: Tensor, max_new_tokens: int, temperature: float = 
         idx = torch.cat([idx, next_id], dim=1)
         if eos_id is not None and bool(done.all()): break
         if use_cache and caches is not None and caches[0].pos >= block: caches = None   # full: refill next step
-    model.train(was_training)
+    self.train(was_training)
     return idx
-
-GPT.generate = generate
 
 # %% ../nbs/08_gpt.ipynb #672a448f
 _HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -301,8 +278,8 @@ def as_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype not in DTYPES: raise ValueError(f"dtype must be one of {list(DTYPES)}; got {dtype!r}.")
     return DTYPES[dtype]
 
-@classmethod
-def from_pretrained(cls, name_or_dir: str | os.PathLike, device: str | torch.device | None = None,
+@patch(cls_method=True)
+def from_pretrained(cls: GPT, name_or_dir: str | os.PathLike, device: str | torch.device | None = None,
                     dtype: str | torch.dtype | None = None, **overrides) -> GPT:
     "Load a model saved by `save_pretrained`, a Hugging Face GPT-2 folder or (online) a hub name such as 'gpt2', on `device` in `dtype`."
     from safetensors import SafetensorError
@@ -340,7 +317,8 @@ def from_pretrained(cls, name_or_dir: str | os.PathLike, device: str | torch.dev
     if config.tie_weights: model.lm_head.weight = model.transformer.wte.weight
     return model.to(device=device, dtype=None if dtype is None else as_dtype(dtype)).eval()
 
-def save_pretrained(self, directory: str | os.PathLike) -> Path:
+@patch
+def save_pretrained(self: GPT, directory: str | os.PathLike) -> Path:
     "Write `config.json` and `model.safetensors` (tied weights stored once) into `directory`, each atomically."
     from safetensors.torch import save
     directory = Path(directory)
@@ -351,5 +329,3 @@ def save_pretrained(self, directory: str | os.PathLike) -> Path:
     atomic_write(directory / "config.json", json.dumps({"format": "gpt_scratch", "version": __version__,
                                                          "config": asdict(self.config)}, indent=2))
     return directory
-
-GPT.from_pretrained, GPT.save_pretrained = from_pretrained, save_pretrained

@@ -32,11 +32,12 @@ class MultiHeadAttention(nn.Module):
 # %% ../nbs/03_multi_head.ipynb #1a285d42
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention with one fused QKV projection; `fused=True` uses `F.scaled_dot_product_attention`."
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fused: bool = True):
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fused: bool = True,
+                 qkv_bias: bool | None = None):
         super().__init__()
         if n_embd % n_head: raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}.")
         self.n_head, self.fused, self.dropout_p = n_head, fused, dropout
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)                 # queries, keys, values of all heads
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias if qkv_bias is None else qkv_bias)   # q, k, v of all heads
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)                     # output projection W_O
         self.attn_dropout, self.resid_dropout = nn.Dropout(dropout), nn.Dropout(dropout)
 
@@ -46,29 +47,32 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=-1)                               # 3 x (B, T, C)
         return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
 
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, start: int = 0) -> Tensor:
+        "Chapter 02's `causal_attention` over all heads, or the same function by PyTorch's fused kernel when `fused`."
+        # On a CPU in bf16, PyTorch's fused kernel is several times slower than the hand-written path (measured below).
+        if not self.fused or (q.device.type == "cpu" and q.dtype == torch.bfloat16):
+            return causal_attention(q, k, v, self.attn_dropout, start)
+        p, T = (self.dropout_p if self.training else 0.0), q.shape[-2]
+        if start == 0: return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)   # no earlier keys
+        if T == 1: return F.scaled_dot_product_attention(q, k, v, dropout_p=p)       # one new query sees every key
+        mask = torch.ones(T, start + T, dtype=torch.bool, device=q.device).tril(start)  # True: query may see the key
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+
     def forward(self, x: Tensor) -> Tensor:                                     # x: (B, T, C)
         B, T, C = x.shape
-        q, k, v = self.split_heads(x)                                           # (B, nh, T, hs) each
-        if self.fused:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p if self.training else 0.0, is_causal=True)
-        else:
-            y = causal_attention(q, k, v, self.attn_dropout)                    # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)                                  # (B, T, C): heads side by side
-        return self.resid_dropout(self.c_proj(y))
+        y = self.attend(*self.split_heads(x))                                   # (B, nh, T, hs)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))   # heads side by side: (B, T, C)
 
     def attention_weights(self, x: Tensor) -> Tensor:
         "The `(B, n_head, T, T)` attention weights for inputs `x`, for plotting."
-        q, k, _ = self.split_heads(x)
-        scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
-        future = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(1)
-        return F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+        return causal_attention(*self.split_heads(x), return_weights=True)[1]
 
 # %% ../nbs/03_multi_head.ipynb #ba62fc6b
 def fuse_heads(mha: MultiHeadAttention, fused: bool = True) -> CausalSelfAttention:
     "A `CausalSelfAttention` computing the same function as the list-of-heads `mha`, sharing no storage with it."
     n_embd, n_head = mha.proj.in_features, len(mha.heads)
-    csa = CausalSelfAttention(n_embd, n_head, dropout=mha.dropout.p, bias=False, fused=fused)
-    csa.c_proj = nn.Linear(n_embd, n_embd, bias=True)                          # the list form's projection has a bias
+    # the heads' projections have no bias, the list form's output projection has one
+    csa = CausalSelfAttention(n_embd, n_head, dropout=mha.dropout.p, bias=True, qkv_bias=False, fused=fused)
     with torch.no_grad():
         for part, name in enumerate(["query", "key", "value"]):
             w = torch.cat([getattr(h, name).weight for h in mha.heads], dim=0)  # (C, C): heads stacked by output row

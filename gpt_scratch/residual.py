@@ -5,6 +5,9 @@
 # %% ../nbs/05_residual.ipynb #91169d8a
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -30,7 +33,9 @@ class Block(nn.Module):
         x = x + self.attn(x)                                 # communicate
         return x + self.mlp(x)                               # compute
 
-def stacked_lm(cfg: LMConfig, residual: bool = True, block: type[Block] = Block, final_norm: nn.Module | None = None) -> TinyLM:
-    "Chapter 05's model: `cfg.n_layer` blocks of type `block`, with or without residual connections."
-    blocks = nn.Sequential(*[block(cfg.n_embd, cfg.n_head, cfg.dropout, residual=residual) for _ in range(cfg.n_layer)])
-    return TinyLM(cfg, blocks, final_norm)
+def stacked_lm(cfg: LMConfig, residual: bool = True, block: Callable[..., nn.Module] | None = None,
+               final_norm: nn.Module | None = None) -> TinyLM:
+    "Chapter 05's model: `cfg.n_layer` blocks `block(n_embd, n_head, dropout)`; by default `Block`s, residual or not."
+    if block is not None and not residual: raise ValueError("residual=False configures the default Block; pass one or the other.")
+    block = block or partial(Block, residual=residual)
+    return TinyLM(cfg, nn.Sequential(*[block(cfg.n_embd, cfg.n_head, cfg.dropout) for _ in range(cfg.n_layer)]), final_norm)
