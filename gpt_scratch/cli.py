@@ -9,16 +9,17 @@ import argparse
 import json
 import sys
 import typing
-from dataclasses import fields, replace
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
 
-from .data import CharTokenizer, read_text, tiny_shakespeare, train_val_split
+from .data import read_text, tiny_shakespeare, train_val_split
 from .model import GPT, GPTConfig
-from .train import (PRESETS, Trainer, TrainerConfig, build_tokenizer, encode, evaluate_split, load_tokenizer,
-                               load_trainer_state, pick_device, resolve_checkpoint, text_fingerprint, tokenizer_fingerprint,
-                               vocab_size_of)
+from .train import (PRESETS, Trainer, TrainerConfig, build_tokenizer, evaluate_split, load_tokenizer,
+                               load_trainer_state, pick_device, resolve_checkpoint, setup_training, text_fingerprint,
+                               tokenizer_fingerprint)
+
 
 # %% auto #0
 __all__ = ['build_parser', 'cmd_train', 'cmd_sample', 'cmd_eval', 'main']
@@ -36,7 +37,7 @@ def _field_type(f, owner) -> type:
 def _add_config_flags(parser: argparse.ArgumentParser, owner, defaults, skip: set[str], seen: set[str]):
     "A flag for every field of the dataclass `owner`, its help the field's own comment, its default shown from `defaults`."
     from fastcore.docments import docments                                # reads the comment beside each field
-    docs = docments(owner)
+    docs = {k: v for cls in reversed(owner.__mro__) if is_dataclass(cls) for k, v in docments(cls).items() if v}
     group = parser.add_argument_group(f"{owner.__name__} fields (defaults shown are the cpu-baby preset's; --preset changes them)")
     for f in fields(owner):
         if f.name in skip or f.name in seen: continue
@@ -120,8 +121,6 @@ def _refuse_changes(model_over: dict, config: GPTConfig, fixed: set[str], source
 def cmd_train(args) -> dict:
     preset = PRESETS[args.preset]
     model_over, trainer_over = _overrides(args, GPTConfig, _SKIP_MODEL), _overrides(args, TrainerConfig, _SKIP_TRAINER)
-    if "block_size" in trainer_over: model_over["block_size"] = trainer_over["block_size"]
-    elif "block_size" in model_over: trainer_over["block_size"] = model_over["block_size"]
     if args.resume and args.init_from:
         raise ValueError("--resume continues the run in --out; --init-from starts a new run from other weights: choose one.")
     text = tiny_shakespeare() if args.data is None else read_text(args.data)
@@ -129,46 +128,46 @@ def cmd_train(args) -> dict:
     progress = not args.no_progress
     if args.resume:                       # the saved run's settings, except the flags given now
         last = resolve_checkpoint(Path(args.out) / "last")
-        tcfg = replace(TrainerConfig(**load_trainer_state(last)["trainer_config"]), out_dir=args.out, **trainer_over)
+        tcfg = replace(TrainerConfig.from_dict(load_trainer_state(last)["trainer_config"]), out_dir=args.out, **trainer_over)
         tokenizer = load_tokenizer(last)
-        _refuse_changes(model_over, GPT.from_pretrained(last).config, {f.name for f in fields(GPTConfig)} - {"block_size"},
-                        f"the run in {args.out!r}")
+        _refuse_changes(model_over, GPT.from_pretrained(last).config, {f.name for f in fields(GPTConfig)}, f"the run in {args.out!r}")
         _check_tokenizer(args.tokenizer, tokenizer, f"the run in {args.out!r}")
         run_info["tokenizer"] = tokenizer_fingerprint(tokenizer)
-        trainer = Trainer.resume(args.out, *train_val_split(encode(tokenizer, text)), tcfg, tokenizer, progress, run_info)
+        setup_training(tcfg)
+        trainer = Trainer.resume(args.out, *train_val_split(tokenizer.encode(text)), tcfg, tokenizer, progress, run_info)
         trainer._print(f"resuming {last} at step {trainer.step} of {tcfg.steps}")
     else:
         tcfg = replace(preset.trainer, out_dir=args.out, **trainer_over)
+        setup_training(tcfg)
         if args.init_from:
             model, tokenizer = _load_model_and_tokenizer(args.init_from, **{k: v for k, v in model_over.items()
                                                                              if k not in _SHAPE | {"block_size"}})
             _refuse_changes(model_over, model.config, _SHAPE, f"--init-from {args.init_from}")
             _check_tokenizer(args.tokenizer, tokenizer, f"--init-from {args.init_from}")
-            if "block_size" not in trainer_over: tcfg = replace(tcfg, block_size=min(tcfg.block_size, model.config.block_size))
+            # train on the preset's context unless told otherwise, never longer than the model's position table
+            model.crop_block_size(model_over.get("block_size", min(preset.model.block_size, model.config.block_size)))
             run_info["init_from"] = str(args.init_from)
         else:
             tokenizer = build_tokenizer(args.tokenizer or preset.tokenizer, text)
-            mcfg = replace(preset.model, vocab_size=vocab_size_of(tokenizer), **model_over)
-            if tcfg.block_size > mcfg.block_size: mcfg = replace(mcfg, block_size=tcfg.block_size)
-            torch.manual_seed(tcfg.seed)
-            model = GPT(mcfg)
+            model = GPT(replace(preset.model, vocab_size=tokenizer.vocab_size, **model_over))
         run_info["tokenizer"] = tokenizer_fingerprint(tokenizer)
-        train_ids, val_ids = train_val_split(encode(tokenizer, text))
+        train_ids, val_ids = train_val_split(tokenizer.encode(text))
         trainer = Trainer(model.train(), train_ids, val_ids, tcfg, tokenizer, progress, run_info, overwrite=args.overwrite)
         trainer._print(f"training {args.init_from or args.preset}: {model.num_params():,} parameters, {len(train_ids):,} training "
                        f"tokens, device {trainer.device}, {trainer.world_size} process(es), {tcfg.steps} steps of "
-                       f"{tcfg.batch_size * tcfg.grad_accum * tcfg.block_size:,} tokens -> {args.out}")
+                       f"{tcfg.batch_size * tcfg.grad_accum * trainer.block_size:,} tokens -> {args.out}")
     try:
-        history = trainer.fit()
+        stopped_by = trainer.fit()
     finally:
         if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
-    evals = [r for r in history if "val" in r]
-    result = {"step": trainer.step, "stopped_by": trainer.stopped_by, **({"train": evals[-1]["train"], "val": evals[-1]["val"]} if evals else {}),
+    if stopped_by == "nan": raise FloatingPointError("training stopped: the loss became NaN or infinite (see above).")
+    evals = [r for r in trainer.history if "val" in r]
+    result = {"step": trainer.step, "stopped_by": stopped_by, **({"train": evals[-1]["train"], "val": evals[-1]["val"]} if evals else {}),
               "best_val": trainer.best_val, "out": str(Path(args.out).resolve())}
     if trainer.rank == 0:
         print(json.dumps(result))
-        if args.sample_tokens > 0 and trainer.stopped_by != "interrupted":
-            start = tokenizer.encode("\n") if isinstance(tokenizer, CharTokenizer) else [tokenizer.eot_token]
+        if args.sample_tokens > 0 and stopped_by != "interrupted":
+            start = tokenizer.encode("\n") if tokenizer.eot_id is None else [tokenizer.eot_id]
             out = trainer.model.generate(torch.tensor([start], device=trainer.device), args.sample_tokens,
                                          temperature=0.8, generator=torch.Generator(device=trainer.device).manual_seed(0))
             print("--- sample ---\n" + tokenizer.decode(out[0].tolist()))
@@ -177,16 +176,15 @@ def cmd_train(args) -> dict:
 def cmd_sample(args) -> list[str]:
     device = pick_device(args.device)
     model, tokenizer = _load_model_and_tokenizer(args.ckpt, device, args.dtype)
-    is_char = isinstance(tokenizer, CharTokenizer)
-    prompt = args.prompt if args.prompt is not None else ("\n" if is_char else "")
-    ids = tokenizer.encode(prompt) if is_char else tokenizer.encode(prompt, allowed_special={"<|endoftext|>"})
+    eot = tokenizer.eot_id                                           # None for characters: they start from a newline
+    ids = tokenizer.encode(args.prompt if args.prompt is not None else ("\n" if eot is None else ""))
     if not ids:
-        if is_char: raise ValueError("the prompt is empty: give --prompt some text.")
-        ids = [tokenizer.eot_token]
+        if eot is None: raise ValueError("the prompt is empty: give --prompt some text.")
+        ids = [eot]
     g = torch.Generator(device=device).manual_seed(args.seed)
     idx = torch.tensor([ids] * args.num_samples, device=device)
     out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         use_cache=not args.no_cache, generator=g, eos_id=None if is_char else tokenizer.eot_token)
+                         use_cache=not args.no_cache, generator=g, eos_id=eot)
     texts = [tokenizer.decode(row.tolist()) for row in out]
     for i, t in enumerate(texts): print((f"--- sample {i + 1} ---\n" if args.num_samples > 1 else "") + t)
     return texts
@@ -195,7 +193,7 @@ def cmd_eval(args) -> dict:
     device = pick_device(args.device)
     model, tokenizer = _load_model_and_tokenizer(args.ckpt, device, args.dtype)
     text = tiny_shakespeare() if args.data is None else read_text(args.data)
-    split = dict(zip(["train", "val"], train_val_split(encode(tokenizer, text))))[args.split]
+    split = dict(zip(["train", "val"], train_val_split(tokenizer.encode(text))))[args.split]
     result = {"ckpt": str(args.ckpt), "split": args.split, "device": str(device), "dtype": args.dtype,
               **evaluate_split(model, split, batch_size=args.batch_size)}
     print(json.dumps(result))

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 # %% auto #0
 __all__ = ['DATA_ENV', 'SHAKESPEARE_FILE', 'SHAKESPEARE_URL', 'SHAKESPEARE_SHA256', 'cache_dir', 'atomic_write', 'read_text',
-           'download', 'tiny_shakespeare', 'CharTokenizer', 'SimpleTokenizer', 'gpt2_tokenizer', 'train_val_split',
+           'download', 'tiny_shakespeare', 'CharTokenizer', 'SimpleTokenizer', 'GPT2Tokenizer', 'train_val_split',
            'char_splits', 'get_batch', 'SlidingWindowDataset']
 
 # %% ../nbs/00_data.ipynb #09ad39c9
@@ -114,6 +114,14 @@ def tiny_shakespeare(path: str | os.PathLike | None = None, *, url: str = SHAKES
     return read_text(cached)
 
 # %% ../nbs/00_data.ipynb #659f80e7
+def _tokenizer_file(path: str | os.PathLike, kind: str) -> dict:
+    "The JSON a tokenizer's `save` wrote to `path`, checked to be of type `kind`."
+    try: obj = json.loads(read_text(path))
+    except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: {e}).") from None
+    if not isinstance(obj, dict) or obj.get("type") != kind:
+        raise ValueError(f"{str(path)!r} is not a {kind} file: its type is {obj.get('type') if isinstance(obj, dict) else None!r}.")
+    return obj
+
 class CharTokenizer:
     "Character-level tokenizer: each distinct character of the corpus is one token; ids follow sorted character order."
     def __init__(self, chars: Iterable[str]):
@@ -124,6 +132,8 @@ class CharTokenizer:
         if len(set(chars)) != len(chars): raise ValueError("A CharTokenizer's vocabulary has duplicate characters.")
         self.chars = chars
         self.stoi = {c: i for i, c in enumerate(chars)}
+
+    kind, eot_id = "char", None              # no end-of-text token: samples start from a newline
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
@@ -160,11 +170,11 @@ class CharTokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
         "Load a tokenizer written by `save`."
-        try: obj = json.loads(read_text(path))
-        except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: {e}).") from None
-        if not isinstance(obj, dict) or obj.get("type") != "CharTokenizer" or not isinstance(obj.get("chars"), str):
-            raise ValueError(f"{str(path)!r} is not a CharTokenizer file: expected {{'type': 'CharTokenizer', 'chars': ...}}.")
-        return cls(obj["chars"])
+        return cls(_tokenizer_file(path, "CharTokenizer").get("chars") or "")
+
+    def token_bytes(self) -> list[bytes]:
+        "Every token as bytes, in id order: what identifies a vocabulary."
+        return [c.encode("utf-8") for c in self.chars]
 
     def __eq__(self, other) -> bool: return isinstance(other, CharTokenizer) and self.chars == other.chars
     def __repr__(self) -> str: return f"CharTokenizer(vocab_size={self.vocab_size})"
@@ -173,6 +183,7 @@ class CharTokenizer:
 class SimpleTokenizer:
     "Word-level tokenizer with `<|unk|>` for unknown words and `<|endoftext|>` between documents."
     unk, eot = "<|unk|>", "<|endoftext|>"
+    kind = "word"
     _split = re.compile(r"<\|unk\|>|<\|endoftext\|>|\w+|--|[^\w\s]")
     _no_space_before = re.compile(r" (?=[,.:;?!)\]'])|(?<=[(\[]) ")
 
@@ -197,6 +208,9 @@ class SimpleTokenizer:
     @property
     def vocab_size(self) -> int: return len(self.vocab)
 
+    @property
+    def eot_id(self) -> int: return self.stoi[self.eot]
+
     def encode(self, text: str) -> list[int]:
         "Token ids of `text`; words outside the vocabulary become `<|unk|>`."
         unk = self.stoi[self.unk]
@@ -209,18 +223,64 @@ class SimpleTokenizer:
         if bad: raise ValueError(f"Token ids must be integers in [0, {self.vocab_size}); got {bad[:10]!r}.")
         return self._no_space_before.sub("", " ".join(self.vocab[i] for i in ids))
 
+    def save(self, path: str | os.PathLike) -> Path:
+        "Save the vocabulary as JSON (atomically)."
+        return atomic_write(path, json.dumps({"type": "SimpleTokenizer", "vocab": self.vocab}, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SimpleTokenizer:
+        "Load a tokenizer written by `save`."
+        return cls(_tokenizer_file(path, "SimpleTokenizer").get("vocab") or [])
+
+    def token_bytes(self) -> list[bytes]:
+        "Every token as bytes, in id order: what identifies a vocabulary."
+        return [t.encode("utf-8") for t in self.vocab]
+
+    def __eq__(self, other) -> bool: return isinstance(other, SimpleTokenizer) and self.vocab == other.vocab
     def __repr__(self) -> str: return f"SimpleTokenizer(vocab_size={self.vocab_size})"
 
 # %% ../nbs/00_data.ipynb #633da715
-def gpt2_tokenizer():
-    "tiktoken's GPT-2 BPE encoding (50,257 tokens); offline, set `TIKTOKEN_CACHE_DIR` to a folder holding its files."
-    import tiktoken
-    try: return tiktoken.get_encoding("gpt2")
-    except Exception as e:
-        raise RuntimeError(
-            f"Could not load tiktoken's GPT-2 encoding ({type(e).__name__}: {e}). tiktoken downloads its vocabulary "
-            "files on first use; on an offline machine set TIKTOKEN_CACHE_DIR to a folder that holds them "
-            "(e.g. `export TIKTOKEN_CACHE_DIR=../shared/data/tiktoken`).") from e
+class GPT2Tokenizer:
+    "GPT-2's byte-level BPE (tiktoken's `gpt2` encoding) behind the interface of `CharTokenizer` and `SimpleTokenizer`."
+    kind = "tiktoken:gpt2"
+
+    def __init__(self):
+        import tiktoken
+        try: self.encoding = tiktoken.get_encoding("gpt2")
+        except Exception as e:
+            raise RuntimeError(
+                f"Could not load tiktoken's GPT-2 encoding ({type(e).__name__}: {e}). tiktoken downloads its vocabulary "
+                "files on first use; on an offline machine set TIKTOKEN_CACHE_DIR to a folder that holds them "
+                "(e.g. `export TIKTOKEN_CACHE_DIR=../shared/data/tiktoken`).") from e
+        self.eot_id = self.encoding.eot_token                                 # <|endoftext|>
+
+    @property
+    def vocab_size(self) -> int: return self.encoding.n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        "Token ids of `text`; `<|endoftext|>` in the text is the end-of-text token."
+        return self.encoding.encode(text, allowed_special={"<|endoftext|>"})
+
+    def decode(self, ids: Iterable[int] | Tensor) -> str:
+        "The text of token `ids` (a list or a tensor)."
+        return self.encoding.decode(ids.tolist() if isinstance(ids, Tensor) else list(ids))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        "Save which encoding this is (tiktoken keeps the vocabulary itself)."
+        return atomic_write(path, json.dumps({"type": "tiktoken", "name": "gpt2"}))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GPT2Tokenizer:
+        "Load a tokenizer written by `save`."
+        _tokenizer_file(path, "tiktoken")
+        return cls()
+
+    def token_bytes(self) -> list[bytes]:
+        "Every token as bytes, in id order: what identifies a vocabulary."
+        return [self.encoding.decode_single_token_bytes(i) for i in range(self.vocab_size)]
+
+    def __eq__(self, other) -> bool: return isinstance(other, GPT2Tokenizer)
+    def __repr__(self) -> str: return f"GPT2Tokenizer(vocab_size={self.vocab_size})"
 
 # %% ../nbs/00_data.ipynb #89681da4
 def _as_ids(ids: Sequence[int] | Tensor, what: str = "token ids") -> Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from .data import get_batch
 
 # %% auto #0
-__all__ = ['STAGE_BUDGET', 'estimate_loss', 'TrainConfig', 'in_test', 'quick', 'lr_at', 'History', 'count_params', 'train',
-           'generate', 'check_causal', 'check_init_loss', 'check_learns']
+__all__ = ['STAGE_BUDGET', 'estimate_loss', 'TrainConfig', 'in_test', 'quick', 'lr_at', 'configure_optimizer', 'History',
+           'count_params', 'train', 'generate', 'check_causal', 'check_init_loss', 'check_learns']
 
 # %% ../nbs/01b_harness.ipynb #02682533
 @torch.no_grad()
@@ -44,25 +44,30 @@ def estimate_loss(model: nn.Module, splits: dict[str, Tensor], batch_size: int, 
 # %% ../nbs/01b_harness.ipynb #a7a09f6c
 @dataclass
 class TrainConfig:
-    "The training budget and learning-rate rule shared by the chapters' experiments."
-    steps: int = 3000
-    batch_size: int = 32
-    block_size: int = 64
-    lr: float = 3e-3
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    grad_clip: float | None = 1.0
-    eval_interval: int = 250
-    eval_iters: int = 200
-    seed: int = 1337
+    "The training budget and learning-rate rule of the chapters' experiments; chapter 09's `TrainerConfig` extends it."
+    steps: int = 3000                 # optimiser steps in the whole run
+    batch_size: int = 32              # sequences per batch (in chapter 09's trainer: per micro-batch and process)
+    lr: float = 3e-3                  # peak learning rate, reached after warm-up
+    warmup_steps: int = 100           # steps of linear warm-up from 0 to lr
+    min_lr_ratio: float = 0.1         # the cosine decays to lr * min_lr_ratio at the last step
+    weight_decay: float = 0.0         # AdamW's decoupled weight decay, on matrices and embeddings only
+    beta1: float = 0.9                # AdamW's decay rate of the gradient's running mean
+    beta2: float = 0.99               # AdamW's decay rate of the squared gradient's running mean
+    grad_clip: float = 1.0            # largest gradient norm before clipping; 0 disables clipping
+    eval_interval: int = 250          # estimate both losses every this many steps
+    eval_iters: int = 200             # batches per split in each loss estimate
+    seed: int = 1337                  # seed of the batches (in chapter 09's trainer also of dropout)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "block_size", "eval_interval", "eval_iters"):
-            if getattr(self, name) < 1: raise ValueError(f"TrainConfig.{name} must be >= 1; got {getattr(self, name)}.")
-        if self.lr <= 0: raise ValueError(f"TrainConfig.lr must be > 0; got {self.lr}.")
-        if self.warmup_steps < 0: raise ValueError(f"TrainConfig.warmup_steps must be >= 0; got {self.warmup_steps}.")
-        if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"TrainConfig.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}.")
+        for name in ("steps", "batch_size", "eval_interval", "eval_iters"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a positive integer; got {v!r}.")
+        if self.lr <= 0: raise ValueError(f"lr must be > 0; got {self.lr}.")
+        if self.warmup_steps < 0: raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps}.")
+        if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}.")
+        if self.weight_decay < 0 or self.grad_clip < 0: raise ValueError("weight_decay and grad_clip must be >= 0.")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1: raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}.")
 
 def in_test() -> bool:
     "True under `nbdev-test`, which sets `IN_TEST`: experiments shrink so the test suite stays fast."
@@ -71,8 +76,8 @@ def in_test() -> bool:
 def quick(cfg: TrainConfig, steps: int = 30, eval_iters: int = 4) -> TrainConfig:
     "`cfg` shrunk to a few steps and small evaluations when `in_test()`, else `cfg` unchanged."
     if not in_test(): return cfg
-    return TrainConfig(**{**asdict(cfg), "steps": min(cfg.steps, steps), "eval_iters": min(cfg.eval_iters, eval_iters),
-                          "eval_interval": min(cfg.eval_interval, steps), "warmup_steps": min(cfg.warmup_steps, steps // 3)})
+    return replace(cfg, steps=min(cfg.steps, steps), eval_iters=min(cfg.eval_iters, eval_iters),
+                   eval_interval=min(cfg.eval_interval, steps), warmup_steps=min(cfg.warmup_steps, steps // 3))
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     "Learning rate at `step`: linear warm-up to `cfg.lr`, then cosine decay to `cfg.lr * cfg.min_lr_ratio` at the last step."
@@ -80,6 +85,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - 1 - cfg.warmup_steps)
     min_lr = cfg.lr * cfg.min_lr_ratio
     return min_lr + (cfg.lr - min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
+    "AdamW with `cfg`'s learning rate and betas, decaying parameters of 2+ dimensions only (not biases or norms)."
+    params = [p for p in model.parameters() if p.requires_grad]            # a tied tensor appears once
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 # %% ../nbs/01b_harness.ipynb #4ffb9109
 @dataclass
@@ -108,14 +120,16 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 def train(model: nn.Module, train_data: Tensor, val_data: Tensor, cfg: TrainConfig, progress: bool = True,
-          device: str | torch.device | None = None) -> History:
-    "Train `model` with AdamW on random batches of `train_data` under budget `cfg`; evaluate on both splits on a schedule."
+          device: str | torch.device | None = None, block_size: int | None = None) -> History:
+    "Train `model` on random windows of `train_data` under budget `cfg`, evaluating both splits on a schedule."
+    block_size = block_size or getattr(model, "block_size", None)      # windows as long as the model's context
+    if block_size is None: raise ValueError("this model has no fixed context: pass block_size, the training windows' length.")
     if device is not None: model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = configure_optimizer(model, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     splits, hist = {"train": train_data, "val": val_data}, History()
     def evaluate(step):
-        losses = estimate_loss(model, splits, cfg.batch_size, cfg.block_size, cfg.eval_iters, seed=cfg.seed + 1, device=device)
+        losses = estimate_loss(model, splits, cfg.batch_size, block_size, cfg.eval_iters, seed=cfg.seed + 1, device=device)
         hist.steps.append(step); hist.train.append(losses["train"]); hist.val.append(losses["val"])
         return losses
     model.train()
@@ -125,7 +139,7 @@ def train(model: nn.Module, train_data: Tensor, val_data: Tensor, cfg: TrainConf
         if step % cfg.eval_interval == 0: bar.set_postfix(val=f"{evaluate(step)['val']:.3f}")
         t0 = time.perf_counter()
         for group in opt.param_groups: group["lr"] = lr_at(step, cfg)
-        _, loss = model(*get_batch(train_data, cfg.batch_size, cfg.block_size, generator=g, device=device))
+        _, loss = model(*get_batch(train_data, cfg.batch_size, block_size, generator=g, device=device))
         if not torch.isfinite(loss): raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate.")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,7 +148,7 @@ def train(model: nn.Module, train_data: Tensor, val_data: Tensor, cfg: TrainConf
         train_time += time.perf_counter() - t0
     evaluate(cfg.steps)
     hist.seconds = train_time
-    hist.tokens_per_second = cfg.steps * cfg.batch_size * cfg.block_size / max(train_time, 1e-9)
+    hist.tokens_per_second = cfg.steps * cfg.batch_size * block_size / max(train_time, 1e-9)
     model.eval()
     return hist
 
@@ -198,4 +212,4 @@ def check_learns(model: nn.Module, data: Tensor, block_size: int, steps: int = 2
     return before, after
 
 # %% ../nbs/01b_harness.ipynb #b0581d5a
-STAGE_BUDGET = TrainConfig(steps=3000, batch_size=32, block_size=64, lr=3e-3, warmup_steps=100, eval_interval=500, eval_iters=200)
+STAGE_BUDGET = TrainConfig(steps=3000, batch_size=32, lr=3e-3, warmup_steps=100, eval_interval=500, eval_iters=200)

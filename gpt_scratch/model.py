@@ -329,3 +329,12 @@ def save_pretrained(self: GPT, directory: str | os.PathLike) -> Path:
     atomic_write(directory / "config.json", json.dumps({"format": "gpt_scratch", "version": __version__,
                                                          "config": asdict(self.config)}, indent=2))
     return directory
+
+@patch
+def crop_block_size(self: GPT, block_size: int) -> GPT:
+    "Keep the first `block_size` position embeddings only: a shorter context, to fine-tune or sample with less memory."
+    if not 1 <= block_size <= self.config.block_size:
+        raise ValueError(f"block_size must be between 1 and this model's {self.config.block_size} positions; got {block_size}.")
+    self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].detach().clone())
+    self.config = replace(self.config, block_size=block_size)
+    return self

@@ -20,19 +20,20 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import Tensor
 
-from .data import CharTokenizer, SlidingWindowDataset, atomic_write, char_splits, get_batch, gpt2_tokenizer, read_text, tiny_shakespeare, train_val_split
-from .harness import estimate_loss, lr_at
+from .data import (CharTokenizer, GPT2Tokenizer, SimpleTokenizer, SlidingWindowDataset, atomic_write, get_batch,
+                              read_text, tiny_shakespeare, train_val_split)
+from .harness import TrainConfig, configure_optimizer, estimate_loss, lr_at
 from .model import GPT, GPTConfig, PRESETS as MODEL_PRESETS, as_dtype
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'PRESETS', 'pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast', 'TrainerConfig', 'lr_schedule',
-           'extend_schedule', 'configure_optimizer', 'accumulate_gradients', 'resolve_checkpoint', 'save_checkpoint',
-           'load_trainer_state', 'load_tokenizer', 'check_writable', 'checkpoint_bytes', 'claim_run_folder', 'Trainer',
-           'build_tokenizer', 'encode', 'prepare_data', 'vocab_size_of', 'text_fingerprint', 'tokenizer_fingerprint',
-           'run_differences', 'evaluate_split', 'Preset']
+__all__ = ['TOKENIZER_TYPES', 'RUN_FILES', 'PRESETS', 'pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast',
+           'TrainerConfig', 'lr_schedule', 'extend_schedule', 'resolve_checkpoint', 'save_checkpoint',
+           'load_trainer_state', 'load_tokenizer', 'build_tokenizer', 'prepare_data', 'text_fingerprint',
+           'tokenizer_fingerprint', 'run_differences', 'setup_training', 'check_writable', 'checkpoint_bytes',
+           'claim_run_folder', 'Trainer', 'evaluate_split', 'Preset']
 
 # %% ../nbs/09_gpu_training.ipynb #4815d23f
 def pick_device(preference: str = "auto") -> torch.device:
@@ -65,40 +66,27 @@ def autocast(device: torch.device, dtype: torch.dtype):
 
 # %% ../nbs/09_gpu_training.ipynb #e5b201b2
 @dataclass
-class TrainerConfig:
-    "Everything about a training run except the model's shape (that is `GPTConfig`)."
+class TrainerConfig(TrainConfig):
+    "Chapter 01b's `TrainConfig` plus what a long run on any device needs; the model's shape and context are `GPTConfig`'s."
     out_dir: str = "out"              # folder for checkpoints (best/, last/), metrics.jsonl and loss.png
-    steps: int = 2000                 # optimiser steps in the whole run
-    batch_size: int = 12              # sequences per micro-batch, in each process
-    block_size: int = 64              # tokens per training sequence; at most the model's block_size
     grad_accum: int = 1               # micro-batches per optimiser step over all processes (a multiple of their number)
-    lr: float = 1e-3                  # peak learning rate, reached after warm-up
-    min_lr_ratio: float = 0.1         # the cosine decays to lr * min_lr_ratio at the last step
-    warmup_steps: int = 100           # steps of linear warm-up from 0 to lr
-    weight_decay: float = 0.1         # AdamW's decoupled weight decay, on matrices only
-    beta1: float = 0.9                # AdamW's decay rate of the gradient's running mean
-    beta2: float = 0.99               # AdamW's decay rate of the squared gradient's running mean
-    grad_clip: float = 1.0            # largest gradient norm before clipping; 0 disables clipping
-    eval_interval: int = 250          # estimate losses, save last/ (and best/ if better) every this many steps
-    eval_iters: int = 200             # batches per split in each loss estimate
     log_interval: int = 10            # log the batch loss and speed to metrics.jsonl every this many steps
-    seed: int = 1337                  # seed of the batches and dropout (each process adds its rank)
     device: str = "auto"              # cpu, cuda, cuda:1, mps, or auto (CUDA, then MPS, then CPU)
     dtype: str = "auto"               # autocast format: float32, bfloat16, float16, or auto (bf16 where fast)
     compile: bool = False             # torch.compile the model before training
     max_seconds: float = 0.0          # stop after this much wall-clock time (0 = no limit), then evaluate and save
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "block_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
+        super().__post_init__()                                          # chapter 01b's checks of the shared fields
+        for name in ("grad_accum", "log_interval"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a positive integer; got {v!r}.")
-        if self.lr <= 0: raise ValueError(f"lr must be > 0; got {self.lr}.")
-        if self.warmup_steps < 0: raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps}.")
-        if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}.")
-        if self.weight_decay < 0 or self.grad_clip < 0: raise ValueError("weight_decay and grad_clip must be >= 0.")
         if self.max_seconds < 0: raise ValueError(f"max_seconds must be >= 0 (0 = no limit); got {self.max_seconds}.")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1: raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}.")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainerConfig:
+        "The config a checkpoint saved; fields this version no longer has (a first-edition `block_size`) are dropped."
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
 
 # %% ../nbs/09_gpu_training.ipynb #fc2fafea
 def lr_schedule(step: int, cfg: TrainerConfig, decay_from: tuple[int, float] | None = None) -> float:
@@ -115,26 +103,6 @@ def extend_schedule(step: int, old: TrainerConfig, new: TrainerConfig, decay_fro
                                            f"pass a larger --steps to extend it.")
     if new.steps == old.steps or step < new.warmup_steps: return decay_from
     return (step, lr_schedule(step, old, decay_from))
-
-# %% ../nbs/09_gpu_training.ipynb #ff746e78
-def configure_optimizer(model: nn.Module, cfg: TrainerConfig, device: torch.device) -> torch.optim.AdamW:
-    "AdamW with weight decay on parameters of 2+ dimensions only; the fused kernel on CUDA and CPU."
-    params = [p for p in model.parameters() if p.requires_grad]            # a tied tensor appears once
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cuda", "cpu"))
-
-# %% ../nbs/09_gpu_training.ipynb #2a6753d9
-def accumulate_gradients(model: nn.Module, batches: list[tuple[Tensor, Tensor]], ctx=None) -> float:
-    "Backpropagate the mean loss over `batches` (equal-sized micro-batches); return that mean loss."
-    total = 0.0
-    for x, y in batches:
-        with ctx or contextlib.nullcontext():
-            _, loss = model(x, y)
-        (loss / len(batches)).backward()
-        total += loss.item() / len(batches)
-    return total
 
 # %% ../nbs/09_gpu_training.ipynb #43ee0ab9
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -154,8 +122,7 @@ def save_checkpoint(directory: str | os.PathLike, model: GPT, state: dict, token
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
     try:
         model.save_pretrained(tmp)
-        if isinstance(tokenizer, CharTokenizer): tokenizer.save(tmp / "tokenizer.json")
-        elif tokenizer is not None: atomic_write(tmp / "tokenizer.json", json.dumps({"type": "tiktoken", "name": tokenizer.name}))
+        if tokenizer is not None: tokenizer.save(tmp / "tokenizer.json")
         with open(tmp / "trainer.pt", "wb") as f:
             torch.save(state, f); f.flush(); os.fsync(f.fileno())
         aside = directory.with_name(f".{directory.name}.old")
@@ -177,6 +144,8 @@ def load_trainer_state(directory: str | os.PathLike) -> dict:
         raise ValueError(f"{str(path)!r} could not be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
                          "It is corrupted or contains objects other than tensors and numbers; it was not executed.") from None
 
+TOKENIZER_TYPES = {"CharTokenizer": CharTokenizer, "SimpleTokenizer": SimpleTokenizer, "tiktoken": GPT2Tokenizer}
+
 def load_tokenizer(directory: str | os.PathLike, vocab_size: int | None = None):
     "The tokenizer of a checkpoint: ours, a Hugging Face GPT-2 `tokenizer.json`, or GPT-2's BPE for a GPT-2-sized vocabulary."
     path = Path(directory) / "tokenizer.json"
@@ -184,21 +153,78 @@ def load_tokenizer(directory: str | os.PathLike, vocab_size: int | None = None):
         try: obj = json.loads(read_text(path))
         except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: {e}).") from None
         kind = obj.get("type")
-        if kind == "CharTokenizer": return CharTokenizer.load(path)
-        if kind == "tiktoken": return gpt2_tokenizer()
+        if kind in TOKENIZER_TYPES: return TOKENIZER_TYPES[kind].load(path)
         if kind is None and isinstance(obj.get("model"), dict):          # Hugging Face's format names its type under "model"
             model, vocab = obj["model"], obj["model"].get("vocab") or {}
-            if model.get("type") == "BPE" and len(vocab) == 50257 and vocab.get("<|endoftext|>") == 50256: return gpt2_tokenizer()
+            if model.get("type") == "BPE" and len(vocab) == 50257 and vocab.get("<|endoftext|>") == 50256: return GPT2Tokenizer()
             raise ValueError(f"{str(path)!r} is a Hugging Face {model.get('type')} tokenizer of {len(vocab):,} tokens, not GPT-2's "
                              "BPE (50,257 tokens), the only Hugging Face tokenizer gpt_scratch reads.")
         raise ValueError(f"{str(path)!r} has unknown tokenizer type {kind!r}.")
-    if vocab_size in (None, 50257, 50304): return gpt2_tokenizer()
+    if vocab_size in (None, 50257, 50304): return GPT2Tokenizer()
     raise FileNotFoundError(f"{str(path)!r} is missing and a vocabulary of {vocab_size} is not GPT-2's: cannot decode this model's tokens.")
+
+# %% ../nbs/09_gpu_training.ipynb #ecdf43e2
+def build_tokenizer(kind: str, text: str):
+    "A tokenizer by name: 'char' (the characters of `text`) or 'gpt2' (GPT-2's BPE)."
+    if kind == "char": return CharTokenizer.from_text(text)
+    if kind == "gpt2": return GPT2Tokenizer()
+    raise ValueError(f"tokenizer must be 'char' or 'gpt2'; got {kind!r}.")
+
+def prepare_data(path: str | os.PathLike | None = None, tokenizer: str = "char", train_frac: float = 0.9):
+    "(tokenizer, train ids, val ids) for the text at `path` (default Tiny Shakespeare), tokenized by 'char' or 'gpt2'."
+    text = tiny_shakespeare() if path is None else read_text(path)
+    tok = build_tokenizer(tokenizer, text)
+    return (tok, *train_val_split(tok.encode(text), train_frac))
+
+# %% ../nbs/09_gpu_training.ipynb #8e4a2532
+def text_fingerprint(text: str, source: str | os.PathLike | None = None) -> dict:
+    "What a run was trained on: the text's source, its size in bytes and its SHA-256."
+    raw = text.encode("utf-8")
+    return {"source": str(Path(source).expanduser().resolve()) if source is not None else "Tiny Shakespeare",
+            "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+def tokenizer_fingerprint(tokenizer) -> dict:
+    "A tokenizer's kind, vocabulary size and a SHA-256 of its vocabulary (every token's bytes, in id order)."
+    digest = hashlib.sha256()
+    for t in tokenizer.token_bytes(): digest.update(len(t).to_bytes(4, "little") + t)   # length-prefixed: no collisions
+    return {"type": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "sha256": digest.hexdigest()}
+
+def run_differences(saved: dict, now: dict) -> list[str]:
+    "Human-readable differences between the `data` and `tokenizer` fingerprints a run was saved with and those given now."
+    out = []
+    for key, what in (("data", "data"), ("tokenizer", "tokenizer")):
+        a, b = saved.get(key), now.get(key)
+        if a and b and a["sha256"] != b["sha256"]:
+            if key == "data":
+                out.append(f"the data differs: the run was trained on {a['source']} ({a['bytes']:,} bytes, SHA-256 {a['sha256'][:12]}…), "
+                           f"now {b['source']} ({b['bytes']:,} bytes, SHA-256 {b['sha256'][:12]}…)")
+            else:
+                out.append(f"the tokenizer differs: the run used {a['type']} ({a['vocab_size']:,} tokens), "
+                           f"now {b['type']} ({b['vocab_size']:,} tokens)" + (", with another vocabulary" if a["type"] == b["type"] else ""))
+    return out
 
 # %% ../nbs/09_gpu_training.ipynb #77fb806a
 def _distributed() -> tuple[int, int, int]:
     "(rank, local_rank, world_size) from torchrun's environment, or (0, 0, 1)."
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+def _process_device(preference: str) -> torch.device:
+    "This process's device: `preference`, or under torchrun with 'auto' the GPU of its local rank (else the CPU)."
+    _, local_rank, world_size = _distributed()
+    if world_size == 1 or preference != "auto": return pick_device(preference)
+    return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+
+def setup_training(cfg: TrainerConfig) -> torch.device:
+    "Once per process, before building the model: join torchrun's process group, allow TF32 on CUDA, seed PyTorch with `cfg.seed` + rank."
+    rank, _, world_size = _distributed()
+    device = _process_device(cfg.device)
+    if world_size > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.seed + rank)                # the model's initialisation and each process's own dropout masks
+    return device
 
 def check_writable(out_dir: str | os.PathLike, need_bytes: int = 0) -> Path:
     "Create `out_dir`, prove a file can be written there and that `need_bytes` are free: fail before training, not after."
@@ -236,43 +262,36 @@ def claim_run_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Pat
 # %% ../nbs/09_gpu_training.ipynb #0c2c85ea
 class Trainer:
     "Trains a `GPT` on token streams under a `TrainerConfig`, with evaluation, checkpoints and resumption."
-    def __init__(self, model: GPT, train_data: Tensor, val_data: Tensor, cfg: TrainerConfig, tokenizer=None, progress: bool = True,
-                 run_info: dict | None = None, overwrite: bool = False, _resuming: bool = False):
-        if cfg.block_size > model.config.block_size:
-            raise ValueError(f"block_size {cfg.block_size} is larger than the model's position table ({model.config.block_size}).")
+    def __init__(self, model: GPT, train_data: Tensor, val_data: Tensor, cfg: TrainerConfig, tokenizer=None,
+                 progress: bool = True, run_info: dict | None = None, overwrite: bool = False, _resuming: bool = False):
+        self.block_size = model.config.block_size                               # training windows: the model's context
         for name, data in (("training", train_data), ("validation", val_data)):
-            if len(data) <= cfg.block_size:
-                raise ValueError(f"the {name} split has {len(data)} tokens, too few for one window of block_size={cfg.block_size}; "
-                                 "use a smaller --block-size or more text.")
-        self.cfg, self.tokenizer, self.progress, self.run_info = cfg, tokenizer, progress, run_info or {}
-        self.rank, self.local_rank, self.world_size = _distributed()
+            if len(data) <= self.block_size:
+                raise ValueError(f"the {name} split has {len(data)} tokens, too few for one window of block_size="
+                                 f"{self.block_size}; use a smaller --block-size or more text.")
+        self.rank, _, self.world_size = _distributed()
         if cfg.grad_accum % self.world_size:
             raise ValueError(f"grad_accum={cfg.grad_accum} cannot be shared evenly by {self.world_size} processes. The global batch is "
                              f"batch_size × grad_accum sequences whatever the number of processes, so grad_accum must be a multiple "
                              f"of {self.world_size} (e.g. --grad-accum {self.world_size} --batch-size "
                              f"{max(1, cfg.batch_size * cfg.grad_accum // self.world_size)}).")
-        self.micro_steps = cfg.grad_accum // self.world_size                # micro-batches per process per step
-        self.device = pick_device(cfg.device if self.world_size == 1 or cfg.device != "auto" else
-                                  ("cuda:%d" % self.local_rank if torch.cuda.is_available() else "cpu"))
         if self.world_size > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            raise RuntimeError("this process was started by torchrun: call setup_training(cfg) before creating the Trainer.")
+        self.cfg, self.tokenizer, self.progress, self.run_info = cfg, tokenizer, progress, run_info or {}
+        self.micro_steps = cfg.grad_accum // self.world_size                  # micro-batches per process per step
+        self.device = _process_device(cfg.device)
         self.dtype = pick_dtype(self.device, cfg.dtype)
         self.out = Path(cfg.out_dir).expanduser()
         self._on_rank0(lambda: (None if _resuming else claim_run_folder(self.out, overwrite),
                                 check_writable(self.out, checkpoint_bytes(model))))
-        self.model = model.to(self.device)
-        self.train_data, self.val_data = train_data, val_data
-        self.optimizer = configure_optimizer(self.model, cfg, self.device)
+        self.model, self.train_data, self.val_data = model.to(self.device), train_data, val_data
+        self.optimizer = configure_optimizer(self.model, cfg, fused=self.device.type in ("cuda", "cpu"))
         self.scaler = torch.amp.GradScaler(enabled=self.dtype == torch.float16)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if self.world_size > 1 else None)
         self.forward = torch.compile(self.ddp or self.model) if cfg.compile else (self.ddp or self.model)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + self.rank)      # each process draws its own batches
-        torch.manual_seed(cfg.seed + self.rank)                                   # and its own dropout masks
-        self.step, self.best_val, self.history, self.decay_from, self.stopped_by = 0, float("inf"), [], None, None
+        self.step, self.best_val, self.history, self.decay_from = 0, float("inf"), [], None
 
     def _on_rank0(self, fn):
         "Run `fn` on rank 0 only; every process returns its result or raises its error, so none waits for a failed one."
@@ -287,242 +306,200 @@ class Trainer:
         if error is not None: raise error
         return result
 
-    # --- state -------------------------------------------------------------------------------------------------
-    def _rng_state(self) -> dict:
-        "This process's random states: its batch sampler's, PyTorch's CPU generator (dropout on CPU), and CUDA's."
-        state = {"batch": self.batch_gen.get_state(), "torch": torch.get_rng_state()}
-        if self.device.type == "cuda": state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
+    def _print(self, *args):
+        if self.rank == 0: print(*args, flush=True)
 
-    def state(self) -> dict:
-        "Everything besides the weights needed to continue exactly, with every process's random states (a collective call)."
-        rngs = [self._rng_state()]
-        if self.world_size > 1:
-            rngs = [None] * self.world_size
-            torch.distributed.all_gather_object(rngs, self._rng_state())
-        return {"step": self.step, "best_val": self.best_val, "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": rngs, "world_size": self.world_size, "decay_from": self.decay_from,
-                "trainer_config": asdict(self.cfg), "run_info": self.run_info}
-
-    def load_state(self, state: dict):
-        "Restore `state()`; this process takes back its own random states, so the same number of processes is required."
-        saved = state.get("world_size", 1)
-        if saved != self.world_size:
-            raise ValueError(f"this checkpoint was trained by {saved} process(es) and is being resumed by {self.world_size}. Exact "
-                             f"resume replays each process's own batches, so it needs the same number (torchrun --nproc_per_node="
-                             f"{saved}). To go on with {self.world_size}, start a new run from its weights with --init-from.")
-        self.step, self.best_val = state["step"], state["best_val"]
-        self.decay_from = tuple(state["decay_from"]) if state.get("decay_from") else None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        rng = state["rng"][self.rank] if "rng" in state else {"batch": state["batch_rng"], "torch": state["torch_rng"]}
-        self.batch_gen.set_state(rng["batch"]); torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.device.type == "cuda": torch.cuda.set_rng_state(rng["cuda"], self.device)
-
-    @classmethod
-    def resume(cls, out_dir: str | os.PathLike, train_data: Tensor, val_data: Tensor, cfg: TrainerConfig | None = None,
-               tokenizer=None, progress: bool = True, run_info: dict | None = None) -> Trainer:
-        "Continue the run saved in `out_dir/last` (its own config unless `cfg` is given, e.g. with more steps), refusing other data."
-        ckpt = resolve_checkpoint(Path(out_dir) / "last")
-        state = load_trainer_state(ckpt)
-        saved_cfg = TrainerConfig(**state["trainer_config"])
-        cfg = cfg or saved_cfg
-        differences = run_differences(state.get("run_info") or {}, run_info or {})
-        if differences:
-            raise ValueError(f"cannot resume {str(ckpt)!r}: " + "; ".join(differences) + ". Resume with what the run was trained on, "
-                             "or start a new run from its weights with --init-from.")
-        trainer = cls(GPT.from_pretrained(ckpt).train(), train_data, val_data, cfg, tokenizer, progress,
-                      run_info=state.get("run_info") or run_info, _resuming=True)
-        trainer.load_state(state)
-        trainer.decay_from = extend_schedule(trainer.step, saved_cfg, cfg, trainer.decay_from)
-        metrics = Path(out_dir) / "metrics.jsonl"
-        if metrics.exists():                    # forget what was logged after the checkpoint: it will be logged again
-            trainer.history = [r for r in map(json.loads, metrics.read_text().splitlines()) if r["step"] <= trainer.step]
-            trainer._on_rank0(lambda: atomic_write(metrics, "".join(json.dumps(r) + "\n" for r in trainer.history)))
-        return trainer
-
-    # --- the loop ----------------------------------------------------------------------------------------------
     def _log(self, record: dict):
         self.history.append(record)
         if self.rank == 0:
             with open(self.out / "metrics.jsonl", "a") as f: f.write(json.dumps(record) + "\n")
 
-    def _print(self, *args):
-        if self.rank == 0: print(*args, flush=True)
+# %% ../nbs/09_gpu_training.ipynb #eb222729
+@patch
+def learning_rate(self: Trainer, step: int) -> float:
+    "The learning rate at `step` (see `lr_schedule`)."
+    return lr_schedule(step, self.cfg, self.decay_from)
 
-    def evaluate(self) -> dict[str, float]:
-        "Train and validation loss estimated on `eval_iters` batches each (the same batches every time)."
-        with autocast(self.device, self.dtype):
-            return estimate_loss(self.model, {"train": self.train_data, "val": self.val_data}, self.cfg.batch_size,
-                                 self.cfg.block_size, self.cfg.eval_iters, seed=self.cfg.seed + 1, device=self.device)
-
-    def save(self, name: str = "last") -> Path:
-        "Checkpoint to `out_dir/name`: every process takes part (their random states are gathered), rank 0 writes."
-        state = self.state()
-        return self._on_rank0(lambda: save_checkpoint(self.out / name, self.model, state, self.tokenizer))
-
-    def learning_rate(self, step: int) -> float:
-        "The learning rate at `step` (see `lr_schedule`)."
-        return lr_schedule(step, self.cfg, self.decay_from)
-
-    def train_step(self) -> float:
-        "One optimiser step over `grad_accum` micro-batches shared by the processes; returns the mean loss over all of them."
-        cfg = self.cfg
-        for group in self.optimizer.param_groups: group["lr"] = self.learning_rate(self.step)
-        total = torch.zeros((), device=self.device)                        # summed on the device: one sync per step
-        for micro in range(self.micro_steps):
-            x, y = get_batch(self.train_data, cfg.batch_size, cfg.block_size, generator=self.batch_gen, device=self.device)
-            sync = self.ddp is None or micro == self.micro_steps - 1        # all-reduce only on the last micro-batch
-            with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, self.dtype):
-                _, loss = self.forward(x, y)
-            self.scaler.scale(loss / self.micro_steps).backward()
-            total += loss.detach() / self.micro_steps
-        if self.ddp is not None:                                           # every process sees the same mean (and the same NaN)
-            torch.distributed.all_reduce(total); total /= self.world_size
-        total = total.item()
-        if not math.isfinite(total):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise FloatingPointError(f"loss became {total} at step {self.step}: training stopped, the last good checkpoint is "
-                                     f"in {self.out}. Lower the learning rate (--lr) or enable gradient clipping (--grad-clip).")
+@patch
+def train_step(self: Trainer) -> float:
+    "One optimiser step over `grad_accum` micro-batches shared by the processes; the mean loss (a NaN: no step taken)."
+    cfg = self.cfg
+    for group in self.optimizer.param_groups: group["lr"] = self.learning_rate(self.step)
+    total = torch.zeros((), device=self.device)                        # summed on the device: one sync per step
+    for micro in range(self.micro_steps):
+        x, y = get_batch(self.train_data, cfg.batch_size, self.block_size, generator=self.batch_gen, device=self.device)
+        sync = self.ddp is None or micro == self.micro_steps - 1        # all-reduce only on the last micro-batch
+        with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, self.dtype):
+            _, loss = self.forward(x, y)
+        self.scaler.scale(loss / self.micro_steps).backward()
+        total += loss.detach() / self.micro_steps
+    if self.ddp is not None:                                           # every process sees the same mean (and the same NaN)
+        torch.distributed.all_reduce(total); total /= self.world_size
+    total = total.item()
+    if math.isfinite(total):
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.scaler.step(self.optimizer); self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return total
+    self.optimizer.zero_grad(set_to_none=True)
+    return total
 
-    def _should_stop(self, interrupted: bool, out_of_time: bool) -> str | None:
-        "Why to stop after this step, agreed by all processes: any one interrupted, or rank 0 out of time."
-        flags = [interrupted, out_of_time and self.rank == 0]
-        if self.ddp is not None:
-            t = torch.tensor(flags, dtype=torch.float32, device=self.device)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flags = [bool(v) for v in t.tolist()]
-        return "interrupted" if flags[0] else "max_seconds" if flags[1] else None
+@patch
+def evaluate(self: Trainer) -> dict[str, float]:
+    "Train and validation loss estimated on `eval_iters` batches each (the same batches every time)."
+    with autocast(self.device, self.dtype):
+        return estimate_loss(self.model, {"train": self.train_data, "val": self.val_data}, self.cfg.batch_size,
+                             self.block_size, self.cfg.eval_iters, seed=self.cfg.seed + 1, device=self.device)
 
-    def fit(self, until: int | None = None) -> list[dict]:
-        "Train until `cfg.steps` (or step `until`, saving there); Ctrl-C saves and returns early. Returns the logged history."
-        from tqdm.auto import tqdm
-        cfg = self.cfg
-        interrupted = []
-        # Ctrl-C (in every process: a terminal signals the whole group) finishes the step, then all save together.
-        # Signal handlers can only be set from the main thread.
-        catch = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if catch else None
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, mininterval=1.0)
-        tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum
-        start, t_last, steps_since = time.time(), time.time(), 0
-        self.stopped_by = None
-        try:
-            self.model.train()
-            stop = min(cfg.steps, until or cfg.steps)
-            while self.step < stop and not self.stopped_by:
-                if self.step % cfg.eval_interval == 0: self._eval_and_save(start)
-                loss = self.train_step()
-                steps_since += 1
-                if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
-                    now = time.time(); tps = tokens_per_step * steps_since / max(now - t_last, 1e-9)
-                    t_last, steps_since = now, 0
-                    self._log({"step": self.step, "loss": loss, "lr": self.learning_rate(self.step - 1), "tokens_per_second": tps,
-                               "elapsed": now - start})
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
-                bar.update(1)
-                self.stopped_by = self._should_stop(bool(interrupted), bool(cfg.max_seconds) and time.time() - start >= cfg.max_seconds)
-            if self.stopped_by == "interrupted":
-                path = self.save("last")
-                self._print(f"\ninterrupted at step {self.step}: saved {path}; continue with --resume")
-            elif self.stopped_by == "max_seconds":
-                self._print(f"\nmax_seconds={cfg.max_seconds:g} reached at step {self.step} of {cfg.steps}")
-                self._eval_and_save(start)
-            elif self.step < cfg.steps:
-                self.stopped_by = "until"
-                self.save("last")
-            else:
-                self.stopped_by = "steps"
-                self._eval_and_save(start)
-        finally:
-            bar.close()
-            if previous is not None: signal.signal(signal.SIGINT, previous)
-        if self.rank == 0: self.plot()
-        return self.history
+# %% ../nbs/09_gpu_training.ipynb #f3b72520
+@patch
+def _rng_state(self: Trainer) -> dict:
+    "This process's random states: its batch sampler's, PyTorch's CPU generator (dropout on CPU), and CUDA's."
+    state = {"batch": self.batch_gen.get_state(), "torch": torch.get_rng_state()}
+    if self.device.type == "cuda": state["cuda"] = torch.cuda.get_rng_state(self.device)
+    return state
 
-    def _eval_and_save(self, start: float):
-        if any(r["step"] == self.step and "val" in r for r in self.history): return
-        losses = self._on_rank0(self.evaluate)                             # one estimate, the same decision everywhere
-        self._log({"step": self.step, "train": losses["train"], "val": losses["val"], "elapsed": time.time() - start})
-        if losses["val"] < self.best_val:
-            self.best_val = losses["val"]
-            self.save("best")
-        self.save("last")
+@patch
+def state(self: Trainer) -> dict:
+    "Everything besides the weights needed to continue exactly, with every process's random states (a collective call)."
+    rngs = [self._rng_state()]
+    if self.world_size > 1:
+        rngs = [None] * self.world_size
+        torch.distributed.all_gather_object(rngs, self._rng_state())
+    return {"step": self.step, "best_val": self.best_val, "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rngs, "world_size": self.world_size, "decay_from": self.decay_from,
+            "trainer_config": asdict(self.cfg), "run_info": self.run_info}
 
-    def plot(self) -> Path:
-        "Write `loss.png`: evaluated train/val losses and the logged batch loss (without touching pyplot's state)."
-        from matplotlib.figure import Figure
-        fig = Figure(figsize=(7, 4))
-        ax = fig.subplots()
-        batch = [(r["step"], r["loss"]) for r in self.history if "loss" in r]
-        evals = [(r["step"], r["train"], r["val"]) for r in self.history if "val" in r]
-        if batch: ax.plot(*zip(*batch), lw=0.5, alpha=0.5, label="batch loss")
-        if evals:
-            s, tr, va = zip(*evals)
-            ax.plot(s, tr, "o-", label="train (estimate)"); ax.plot(s, va, "o-", label="val (estimate)")
-        ax.set_xlabel("step"); ax.set_ylabel("loss (nats)"); ax.legend(); ax.set_title(self.out.name)
-        path = self.out / "loss.png"
-        fig.savefig(path, dpi=100)
-        return path
+@patch
+def load_state(self: Trainer, state: dict):
+    "Restore `state()`; this process takes back its own random states, so the same number of processes is required."
+    saved = state.get("world_size", 1)
+    if saved != self.world_size:
+        raise ValueError(f"this checkpoint was trained by {saved} process(es) and is being resumed by {self.world_size}. Exact "
+                         f"resume replays each process's own batches, so it needs the same number (torchrun --nproc_per_node="
+                         f"{saved}). To go on with {self.world_size}, start a new run from its weights with --init-from.")
+    self.step, self.best_val = state["step"], state["best_val"]
+    self.decay_from = tuple(state["decay_from"]) if state.get("decay_from") else None
+    self.optimizer.load_state_dict(state["optimizer"])
+    self.scaler.load_state_dict(state["scaler"])
+    rng = state["rng"][self.rank] if "rng" in state else {"batch": state["batch_rng"], "torch": state["torch_rng"]}
+    self.batch_gen.set_state(rng["batch"]); torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and self.device.type == "cuda": torch.cuda.set_rng_state(rng["cuda"], self.device)
 
-# %% ../nbs/09_gpu_training.ipynb #ecdf43e2
-def build_tokenizer(kind: str, text: str):
-    "A tokenizer by name: 'char' (the characters of `text`) or 'gpt2' (GPT-2's BPE)."
-    if kind == "char": return CharTokenizer.from_text(text)
-    if kind == "gpt2": return gpt2_tokenizer()
-    raise ValueError(f"tokenizer must be 'char' or 'gpt2'; got {kind!r}.")
+@patch
+def save(self: Trainer, name: str = "last") -> Path:
+    "Checkpoint to `out_dir/name`: every process takes part (their random states are gathered), rank 0 writes."
+    state = self.state()
+    return self._on_rank0(lambda: save_checkpoint(self.out / name, self.model, state, self.tokenizer))
 
-def encode(tokenizer, text: str) -> list[int]:
-    "Token ids of `text` under a `CharTokenizer` or a tiktoken encoding (special tokens are plain text)."
-    return tokenizer.encode(text) if isinstance(tokenizer, CharTokenizer) else tokenizer.encode_ordinary(text)
+@patch(cls_method=True)
+def resume(cls: Trainer, out_dir: str | os.PathLike, train_data: Tensor, val_data: Tensor, cfg: TrainerConfig | None = None,
+           tokenizer=None, progress: bool = True, run_info: dict | None = None) -> Trainer:
+    "Continue the run saved in `out_dir/last` (its own config unless `cfg` is given, e.g. with more steps), refusing other data."
+    ckpt = resolve_checkpoint(Path(out_dir) / "last")
+    state = load_trainer_state(ckpt)
+    saved_cfg = TrainerConfig.from_dict(state["trainer_config"])
+    cfg = cfg or saved_cfg
+    differences = run_differences(state.get("run_info") or {}, run_info or {})
+    if differences:
+        raise ValueError(f"cannot resume {str(ckpt)!r}: " + "; ".join(differences) + ". Resume with what the run was trained on, "
+                         "or start a new run from its weights with --init-from.")
+    trainer = cls(GPT.from_pretrained(ckpt).train(), train_data, val_data, cfg, tokenizer, progress,
+                  run_info=state.get("run_info") or run_info, _resuming=True)
+    trainer.load_state(state)
+    trainer.decay_from = extend_schedule(trainer.step, saved_cfg, cfg, trainer.decay_from)
+    metrics = Path(out_dir) / "metrics.jsonl"
+    if metrics.exists():                    # forget what was logged after the checkpoint: it will be logged again
+        trainer.history = [r for r in map(json.loads, metrics.read_text().splitlines()) if r["step"] <= trainer.step]
+        trainer._on_rank0(lambda: atomic_write(metrics, "".join(json.dumps(r) + "\n" for r in trainer.history)))
+    return trainer
 
-def prepare_data(path: str | os.PathLike | None = None, tokenizer: str = "char", train_frac: float = 0.9):
-    "(tokenizer, train ids, val ids) for the text at `path` (default Tiny Shakespeare), tokenized by 'char' or 'gpt2'."
-    text = tiny_shakespeare() if path is None else read_text(path)
-    tok = build_tokenizer(tokenizer, text)
-    return (tok, *train_val_split(encode(tok, text), train_frac))
+# %% ../nbs/09_gpu_training.ipynb #f604c241
+@patch
+def _should_stop(self: Trainer, interrupted: bool, out_of_time: bool) -> str | None:
+    "Why to stop after this step, agreed by all processes: any one interrupted, or rank 0 out of time."
+    flags = [interrupted, out_of_time and self.rank == 0]
+    if self.ddp is not None:
+        t = torch.tensor(flags, dtype=torch.float32, device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        flags = [bool(v) for v in t.tolist()]
+    return "interrupted" if flags[0] else "max_seconds" if flags[1] else None
 
-def vocab_size_of(tokenizer) -> int:
-    "Vocabulary size of a `CharTokenizer` or a tiktoken encoding."
-    return tokenizer.vocab_size if isinstance(tokenizer, CharTokenizer) else tokenizer.n_vocab
+@patch
+def fit(self: Trainer, until: int | None = None) -> str:
+    "Train to `cfg.steps` (or to step `until`); return why it stopped: steps, until, max_seconds, interrupted or nan."
+    from tqdm.auto import tqdm
+    cfg, interrupted = self.cfg, []
+    stop_at = min(cfg.steps, until or cfg.steps)
+    # Ctrl-C (in every process: a terminal signals the whole group) finishes the step, then all stop together.
+    # Signal handlers can only be set from the main thread.
+    catch = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if catch else None
+    bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, mininterval=1.0)
+    tokens_per_step = cfg.batch_size * self.block_size * cfg.grad_accum
+    start = t_last = time.time()
+    steps_since, reason = 0, None
+    self.model.train()
+    try:
+        while reason is None:
+            if self.step >= stop_at: reason = "steps" if self.step >= cfg.steps else "until"; break
+            if self.step % cfg.eval_interval == 0: self._eval_and_save(start)
+            loss = self.train_step()
+            if not math.isfinite(loss): reason = "nan"; break
+            steps_since += 1
+            if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
+                now = time.time(); tps = tokens_per_step * steps_since / max(now - t_last, 1e-9)
+                t_last, steps_since = now, 0
+                self._log({"step": self.step, "loss": loss, "lr": self.learning_rate(self.step - 1), "tokens_per_second": tps,
+                           "elapsed": now - start})
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
+            bar.update(1)
+            reason = self._should_stop(bool(interrupted), bool(cfg.max_seconds) and time.time() - start >= cfg.max_seconds)
+    finally:
+        bar.close()
+        if previous is not None: signal.signal(signal.SIGINT, previous)
+    self._finish(reason, start)
+    return reason
 
-# %% ../nbs/09_gpu_training.ipynb #8e4a2532
-def text_fingerprint(text: str, source: str | os.PathLike | None = None) -> dict:
-    "What a run was trained on: the text's source, its size in bytes and its SHA-256."
-    raw = text.encode("utf-8")
-    return {"source": str(Path(source).expanduser().resolve()) if source is not None else "Tiny Shakespeare",
-            "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+@patch
+def _finish(self: Trainer, reason: str, start: float):
+    "End a run that stopped for `reason`: evaluate and save, or only save, or (after a NaN) keep what is saved; then plot."
+    if reason in ("steps", "max_seconds"): self._eval_and_save(start)
+    elif reason in ("until", "interrupted"): self.save("last")
+    said = {"interrupted": f"interrupted at step {self.step}: saved {self.out / 'last'}; continue with --resume",
+            "max_seconds": f"max_seconds={self.cfg.max_seconds:g} reached at step {self.step} of {self.cfg.steps}",
+            "nan": f"loss became NaN or infinite at step {self.step + 1}: stopped without saving it; the checkpoints in "
+                   f"{self.out} hold the last good state. Lower the learning rate (--lr) or clip gradients (--grad-clip)."}
+    if reason in said: self._print("\n" + said[reason])
+    if self.rank == 0: self.plot()
 
-def tokenizer_fingerprint(tokenizer) -> dict:
-    "A tokenizer's type, vocabulary size and a SHA-256 of its vocabulary (every token's text or bytes, in id order)."
-    digest = hashlib.sha256()
-    if isinstance(tokenizer, CharTokenizer):
-        kind, tokens = "char", (c.encode("utf-8") for c in tokenizer.chars)
-    else:                                                                # a tiktoken encoding
-        kind, tokens = f"tiktoken:{tokenizer.name}", (tokenizer.decode_single_token_bytes(i) for i in range(tokenizer.n_vocab))
-    for t in tokens: digest.update(len(t).to_bytes(4, "little") + t)     # length-prefixed: no two vocabularies collide
-    return {"type": kind, "vocab_size": vocab_size_of(tokenizer), "sha256": digest.hexdigest()}
+@patch
+def _eval_and_save(self: Trainer, start: float):
+    if any(r["step"] == self.step and "val" in r for r in self.history): return
+    losses = self._on_rank0(self.evaluate)                             # one estimate, the same decision everywhere
+    self._log({"step": self.step, "train": losses["train"], "val": losses["val"], "elapsed": time.time() - start})
+    if losses["val"] < self.best_val:
+        self.best_val = losses["val"]
+        self.save("best")
+    self.save("last")
 
-def run_differences(saved: dict, now: dict) -> list[str]:
-    "Human-readable differences between the `data` and `tokenizer` fingerprints a run was saved with and those given now."
-    out = []
-    for key, what in (("data", "data"), ("tokenizer", "tokenizer")):
-        a, b = saved.get(key), now.get(key)
-        if a and b and a["sha256"] != b["sha256"]:
-            if key == "data":
-                out.append(f"the data differs: the run was trained on {a['source']} ({a['bytes']:,} bytes, SHA-256 {a['sha256'][:12]}…), "
-                           f"now {b['source']} ({b['bytes']:,} bytes, SHA-256 {b['sha256'][:12]}…)")
-            else:
-                out.append(f"the tokenizer differs: the run used {a['type']} ({a['vocab_size']:,} tokens), "
-                           f"now {b['type']} ({b['vocab_size']:,} tokens)" + (", with another vocabulary" if a["type"] == b["type"] else ""))
-    return out
+@patch
+def plot(self: Trainer) -> Path:
+    "Write `loss.png`: evaluated train/val losses and the logged batch loss (without touching pyplot's state)."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    batch = [(r["step"], r["loss"]) for r in self.history if "loss" in r]
+    evals = [(r["step"], r["train"], r["val"]) for r in self.history if "val" in r]
+    if batch: ax.plot(*zip(*batch), lw=0.5, alpha=0.5, label="batch loss")
+    if evals:
+        s, tr, va = zip(*evals)
+        ax.plot(s, tr, "o-", label="train (estimate)"); ax.plot(s, va, "o-", label="val (estimate)")
+    ax.set_xlabel("step"); ax.set_ylabel("loss (nats)"); ax.legend(); ax.set_title(self.out.name)
+    path = self.out / "loss.png"
+    fig.savefig(path, dpi=100)
+    return path
 
 # %% ../nbs/09_gpu_training.ipynb #f5397006
 @torch.no_grad()
@@ -554,20 +531,20 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "cpu-baby": Preset(
         MODEL_PRESETS["shakespeare-char-cpu"],
-        TrainerConfig(steps=2000, batch_size=12, block_size=64, lr=1e-3, warmup_steps=100, eval_interval=250, eval_iters=20),
+        TrainerConfig(steps=2000, batch_size=12, lr=1e-3, weight_decay=0.1, warmup_steps=100, eval_interval=250, eval_iters=20),
         description="nanoGPT's CPU recipe for character-level Shakespeare"),
     "cpu": Preset(
         GPTConfig(vocab_size=65, block_size=128, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
-        TrainerConfig(steps=8500, batch_size=12, block_size=128, lr=3e-3, warmup_steps=100, eval_interval=1000, eval_iters=50,
+        TrainerConfig(steps=8500, batch_size=12, lr=3e-3, weight_decay=0.1, warmup_steps=100, eval_interval=1000, eval_iters=50,
                       max_seconds=600),
         description="the best validation loss 10 minutes on 2 cores buy (tuned in chapter 12); stops at 10 minutes"),
     "shakespeare-gpu": Preset(
         MODEL_PRESETS["shakespeare-char"],
-        TrainerConfig(steps=5000, batch_size=64, block_size=256, lr=1e-3, warmup_steps=100, eval_interval=250, eval_iters=200),
+        TrainerConfig(steps=5000, batch_size=64, lr=1e-3, weight_decay=0.1, warmup_steps=100, eval_interval=250, eval_iters=200),
         description="nanoGPT's GPU recipe for character-level Shakespeare (10.7M parameters)"),
     "gpt2-124m": Preset(
         MODEL_PRESETS["gpt2"],
-        TrainerConfig(steps=600_000, batch_size=12, block_size=1024, grad_accum=40, lr=6e-4, warmup_steps=2000, beta2=0.95,
+        TrainerConfig(steps=600_000, batch_size=12, grad_accum=40, lr=6e-4, weight_decay=0.1, warmup_steps=2000, beta2=0.95,
                       eval_interval=1000, eval_iters=200),
         tokenizer="gpt2", description="GPT-2 124M, nanoGPT's OpenWebText recipe"),
 }
