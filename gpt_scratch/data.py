@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 
 # %% auto #0
 __all__ = ['DATA_ENV', 'SHAKESPEARE_FILE', 'SHAKESPEARE_URL', 'SHAKESPEARE_SHA256', 'cache_dir', 'atomic_write', 'read_text',
-           'download', 'tiny_shakespeare', 'CharTokenizer', 'SimpleTokenizer', 'GPT2Tokenizer', 'train_val_split',
-           'char_splits', 'get_batch', 'SlidingWindowDataset']
+           'download', 'tiny_shakespeare', 'Tokenizer', 'CharTokenizer', 'SimpleTokenizer', 'GPT2Tokenizer',
+           'train_val_split', 'char_splits', 'get_batch', 'SlidingWindowDataset']
 
 # %% ../nbs/00_data.ipynb #09ad39c9
 DATA_ENV = "GPT_SCRATCH_DATA"
@@ -69,25 +69,11 @@ def read_text(path: str | os.PathLike) -> str:
 # %% ../nbs/00_data.ipynb #dda725db
 def download(url: str, dest: str | os.PathLike, sha256: str | None = None, timeout: float = 30.0) -> Path:
     "Download `url` to `dest` atomically, checking its SHA-256 when given; nothing is left at `dest` on failure."
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 16):
-                digest.update(chunk)
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        if sha256 is not None and digest.hexdigest() != sha256.lower():
-            raise ValueError(f"Download from {url} is corrupt: SHA-256 {digest.hexdigest()} != expected {sha256}. "
-                             "It was discarded; try again.")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    with urllib.request.urlopen(url, timeout=timeout) as response: data = response.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256.lower():
+        raise ValueError(f"Download from {url} is corrupt: SHA-256 {digest} != expected {sha256}. It was discarded; try again.")
+    return atomic_write(dest, data)
 
 # %% ../nbs/00_data.ipynb #652c49f9
 def tiny_shakespeare(path: str | os.PathLike | None = None, *, url: str = SHAKESPEARE_URL,
@@ -114,15 +100,33 @@ def tiny_shakespeare(path: str | os.PathLike | None = None, *, url: str = SHAKES
     return read_text(cached)
 
 # %% ../nbs/00_data.ipynb #659f80e7
-def _tokenizer_file(path: str | os.PathLike, kind: str) -> dict:
-    "The JSON a tokenizer's `save` wrote to `path`, checked to be of type `kind`."
-    try: obj = json.loads(read_text(path))
-    except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: {e}).") from None
-    if not isinstance(obj, dict) or obj.get("type") != kind:
-        raise ValueError(f"{str(path)!r} is not a {kind} file: its type is {obj.get('type') if isinstance(obj, dict) else None!r}.")
-    return obj
+class Tokenizer:
+    "What every tokenizer here offers. Subclasses give `encode`, `decode`, `vocab_size` and `_config` (what rebuilds them)."
+    kind: str = ""                            # a short name, recorded with a trained model
+    eot_id: int | None = None                  # the id of `<|endoftext|>`, if the vocabulary has it
 
-class CharTokenizer:
+    def token_bytes(self) -> list[bytes]:
+        "Every token as bytes, in id order: what identifies a vocabulary."
+        return [self.decode([i]).encode("utf-8") for i in range(self.vocab_size)]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        "Save what rebuilds this tokenizer as JSON (atomically)."
+        return atomic_write(path, json.dumps({"type": type(self).__name__, **self._config()}, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        "Load a tokenizer written by `save`."
+        try: obj = json.loads(read_text(path))
+        except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: {e}).") from None
+        if not isinstance(obj, dict) or obj.pop("type", None) != cls.__name__:
+            raise ValueError(f"{str(path)!r} is not a {cls.__name__} file.")
+        try: return cls(**obj)
+        except TypeError: raise ValueError(f"{str(path)!r} is not a {cls.__name__} file.") from None
+
+    def __eq__(self, other) -> bool: return type(self) is type(other) and self._config() == other._config()
+    def __repr__(self) -> str: return f"{type(self).__name__}(vocab_size={self.vocab_size})"
+
+class CharTokenizer(Tokenizer):
     "Character-level tokenizer: each distinct character of the corpus is one token; ids follow sorted character order."
     def __init__(self, chars: Iterable[str]):
         chars = list(chars)
@@ -133,7 +137,7 @@ class CharTokenizer:
         self.chars = chars
         self.stoi = {c: i for i, c in enumerate(chars)}
 
-    kind, eot_id = "char", None              # no end-of-text token: samples start from a newline
+    kind = "char"                             # no end-of-text token: samples start from a newline
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
@@ -163,24 +167,10 @@ class CharTokenizer:
             bad = [i for i in ids if not (isinstance(i, int) and 0 <= i < self.vocab_size)]
             raise ValueError(f"Token ids must be integers in [0, {self.vocab_size}); got {bad[:10]!r}.") from None
 
-    def save(self, path: str | os.PathLike) -> Path:
-        "Save the vocabulary as JSON (atomically)."
-        return atomic_write(path, json.dumps({"type": "CharTokenizer", "chars": "".join(self.chars)}, ensure_ascii=False))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> CharTokenizer:
-        "Load a tokenizer written by `save`."
-        return cls(_tokenizer_file(path, "CharTokenizer").get("chars") or "")
-
-    def token_bytes(self) -> list[bytes]:
-        "Every token as bytes, in id order: what identifies a vocabulary."
-        return [c.encode("utf-8") for c in self.chars]
-
-    def __eq__(self, other) -> bool: return isinstance(other, CharTokenizer) and self.chars == other.chars
-    def __repr__(self) -> str: return f"CharTokenizer(vocab_size={self.vocab_size})"
+    def _config(self) -> dict: return {"chars": "".join(self.chars)}
 
 # %% ../nbs/00_data.ipynb #013bd4e8
-class SimpleTokenizer:
+class SimpleTokenizer(Tokenizer):
     "Word-level tokenizer with `<|unk|>` for unknown words and `<|endoftext|>` between documents."
     unk, eot = "<|unk|>", "<|endoftext|>"
     kind = "word"
@@ -223,24 +213,10 @@ class SimpleTokenizer:
         if bad: raise ValueError(f"Token ids must be integers in [0, {self.vocab_size}); got {bad[:10]!r}.")
         return self._no_space_before.sub("", " ".join(self.vocab[i] for i in ids))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        "Save the vocabulary as JSON (atomically)."
-        return atomic_write(path, json.dumps({"type": "SimpleTokenizer", "vocab": self.vocab}, ensure_ascii=False))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> SimpleTokenizer:
-        "Load a tokenizer written by `save`."
-        return cls(_tokenizer_file(path, "SimpleTokenizer").get("vocab") or [])
-
-    def token_bytes(self) -> list[bytes]:
-        "Every token as bytes, in id order: what identifies a vocabulary."
-        return [t.encode("utf-8") for t in self.vocab]
-
-    def __eq__(self, other) -> bool: return isinstance(other, SimpleTokenizer) and self.vocab == other.vocab
-    def __repr__(self) -> str: return f"SimpleTokenizer(vocab_size={self.vocab_size})"
+    def _config(self) -> dict: return {"vocab": self.vocab}
 
 # %% ../nbs/00_data.ipynb #633da715
-class GPT2Tokenizer:
+class GPT2Tokenizer(Tokenizer):
     "GPT-2's byte-level BPE (tiktoken's `gpt2` encoding) behind the interface of `CharTokenizer` and `SimpleTokenizer`."
     kind = "tiktoken:gpt2"
 
@@ -265,22 +241,11 @@ class GPT2Tokenizer:
         "The text of token `ids` (a list or a tensor)."
         return self.encoding.decode(ids.tolist() if isinstance(ids, Tensor) else list(ids))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        "Save which encoding this is (tiktoken keeps the vocabulary itself)."
-        return atomic_write(path, json.dumps({"type": "tiktoken", "name": "gpt2"}))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> GPT2Tokenizer:
-        "Load a tokenizer written by `save`."
-        _tokenizer_file(path, "tiktoken")
-        return cls()
-
     def token_bytes(self) -> list[bytes]:
-        "Every token as bytes, in id order: what identifies a vocabulary."
+        "Every token as bytes, in id order (a byte-level token need not be valid UTF-8 on its own)."
         return [self.encoding.decode_single_token_bytes(i) for i in range(self.vocab_size)]
 
-    def __eq__(self, other) -> bool: return isinstance(other, GPT2Tokenizer)
-    def __repr__(self) -> str: return f"GPT2Tokenizer(vocab_size={self.vocab_size})"
+    def _config(self) -> dict: return {}                  # tiktoken holds the vocabulary
 
 # %% ../nbs/00_data.ipynb #89681da4
 def _as_ids(ids: Sequence[int] | Tensor, what: str = "token ids") -> Tensor:

@@ -20,7 +20,8 @@ from .data import get_batch
 
 # %% auto #0
 __all__ = ['STAGE_BUDGET', 'estimate_loss', 'TrainConfig', 'in_test', 'quick', 'lr_at', 'configure_optimizer', 'History',
-           'count_params', 'train', 'generate', 'check_causal', 'check_init_loss', 'check_learns']
+           'count_params', 'train', 'sample_next', 'check_generate_args', 'generate', 'check_causal', 'check_init_loss',
+           'check_learns']
 
 # %% ../nbs/01b_harness.ipynb #02682533
 @torch.no_grad()
@@ -153,28 +154,46 @@ def train(model: nn.Module, train_data: Tensor, val_data: Tensor, cfg: TrainConf
     return hist
 
 # %% ../nbs/01b_harness.ipynb #edd4de5f
+def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    "Next token ids `(B, 1)` from last-position logits `(B, V)`: greedy if `temperature == 0`, else filtered sampling."
+    if temperature == 0: return logits.argmax(-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[:, [-1]]                              # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = F.softmax(sorted_logits, -1)
+        before = probs.cumsum(-1) - probs                                            # mass of the tokens ranked higher
+        sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))    # the top token always survives
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return torch.multinomial(F.softmax(logits, -1), 1, generator=generator)
+
+def check_generate_args(idx: Tensor, max_new_tokens: int, temperature: float, top_k: int | None = None,
+                        top_p: float | None = None, vocab_size: int | None = None):
+    "Refuse arguments generation cannot use, saying which and why."
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise ValueError(f"idx must be a non-empty (B, T) tensor of token ids; got shape {tuple(idx.shape)}. "
+                         "An empty prompt needs a start token, e.g. <|endoftext|>.")
+    if max_new_tokens < 0: raise ValueError(f"max_new_tokens must be >= 0; got {max_new_tokens}.")
+    if temperature < 0: raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}.")
+    if top_k is not None and not 1 <= top_k <= (vocab_size or top_k):
+        raise ValueError(f"top_k must be between 1 and the vocabulary size {vocab_size}; got {top_k}.")
+    if top_p is not None and not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1]; got {top_p}.")
+
 @torch.no_grad()
 def generate(model: nn.Module, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-             generator: torch.Generator | None = None) -> Tensor:
-    "Extend token ids `idx` `(B, T)` by `max_new_tokens` sampled tokens, cropping the context to `model.block_size`."
-    if idx.ndim != 2 or idx.shape[1] == 0: raise ValueError(f"idx must be a non-empty (B, T) tensor of token ids; got shape {tuple(idx.shape)}.")
-    if max_new_tokens < 0: raise ValueError(f"max_new_tokens must be >= 0; got {max_new_tokens}.")
-    if temperature < 0: raise ValueError(f"temperature must be >= 0; got {temperature}.")
+             top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+    "Extend token ids `idx` `(B, T)` by `max_new_tokens` tokens from `sample_next`, cropping the context to `model.block_size`."
+    check_generate_args(idx, max_new_tokens, temperature, top_k, top_p)
     was_training = model.training
     model.eval()
     block_size = getattr(model, "block_size", None)
     for _ in range(max_new_tokens):
         context = idx if block_size is None else idx[:, -block_size:]          # (B, <=T)
         logits = model(context)[0][:, -1, :]                                    # (B, V): the last position only
-        if temperature == 0:
-            next_id = logits.argmax(-1, keepdim=True)                            # (B, 1)
-        else:
-            logits = logits / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            next_id = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)  # (B, 1)
-        idx = torch.cat([idx, next_id], dim=1)                                  # (B, T+1)
+        idx = torch.cat([idx, sample_next(logits, temperature, top_k, top_p, generator)], dim=1)   # (B, T+1)
     model.train(was_training)
     return idx
 

@@ -18,13 +18,13 @@ from fastcore.basics import patch
 from torch import Tensor
 
 from .data import atomic_write
+from .harness import check_generate_args, sample_next
 from .multihead import CausalSelfAttention
 from .mlp import FeedForward
 from .layernorm import LayerNorm
 
 # %% auto #0
-__all__ = ['PRESETS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT', 'flops_per_token', 'sample_next',
-           'as_dtype']
+__all__ = ['PRESETS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT', 'flops_per_token', 'as_dtype']
 
 # %% ../nbs/08_gpt.ipynb #293d4f49
 @dataclass
@@ -175,37 +175,13 @@ def flops_per_token(config: GPTConfig, seq_len: int | None = None, training: boo
     return 3 * per_token_fwd if training else per_token_fwd
 
 # %% ../nbs/08_gpt.ipynb #f387cebf
-def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
-    "Next token ids `(B, 1)` from last-position logits `(B, V)`: greedy if `temperature == 0`, else filtered sampling."
-    if temperature == 0: return logits.argmax(-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k).values[:, [-1]]                              # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        probs = F.softmax(sorted_logits, -1)
-        before = probs.cumsum(-1) - probs                                            # mass of the tokens ranked higher
-        sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))    # the top token always survives
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return torch.multinomial(F.softmax(logits, -1), 1, generator=generator)
-
-def _check_generate_args(model: GPT, idx: Tensor, max_new_tokens: int, temperature: float, top_k, top_p):
-    V = model.config.vocab_size
-    if idx.ndim != 2 or idx.shape[1] == 0: raise ValueError(f"idx must be a non-empty (B, T) tensor of token ids; got shape {tuple(idx.shape)}. An empty prompt needs a start token, e.g. <|endoftext|>.")
-    if max_new_tokens < 0: raise ValueError(f"max_new_tokens must be >= 0; got {max_new_tokens}.")
-    if temperature < 0: raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}.")
-    if top_k is not None and not 1 <= top_k <= V: raise ValueError(f"top_k must be between 1 and the vocabulary size {V}; got {top_k}.")
-    if top_p is not None and not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1]; got {top_p}.")
-
 @patch
 @torch.no_grad()
 def generate(self: GPT, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, eos_id: int | None = None, use_cache: bool = True,
              generator: torch.Generator | None = None) -> Tensor:
     "Extend `idx` `(B, T)` by up to `max_new_tokens` tokens; see `sample_next` for the sampling options."
-    _check_generate_args(self, idx, max_new_tokens, temperature, top_k, top_p)
+    check_generate_args(idx, max_new_tokens, temperature, top_k, top_p, self.config.vocab_size)
     was_training = self.training
     self.eval()
     cfg, block = self.config, self.config.block_size

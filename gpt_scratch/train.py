@@ -144,7 +144,7 @@ def load_trainer_state(directory: str | os.PathLike) -> dict:
         raise ValueError(f"{str(path)!r} could not be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
                          "It is corrupted or contains objects other than tensors and numbers; it was not executed.") from None
 
-TOKENIZER_TYPES = {"CharTokenizer": CharTokenizer, "SimpleTokenizer": SimpleTokenizer, "tiktoken": GPT2Tokenizer}
+TOKENIZER_TYPES = {cls.__name__: cls for cls in (CharTokenizer, SimpleTokenizer, GPT2Tokenizer)}
 
 def load_tokenizer(directory: str | os.PathLike, vocab_size: int | None = None):
     "The tokenizer of a checkpoint: ours, a Hugging Face GPT-2 `tokenizer.json`, or GPT-2's BPE for a GPT-2-sized vocabulary."
@@ -154,6 +154,7 @@ def load_tokenizer(directory: str | os.PathLike, vocab_size: int | None = None):
         except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: {e}).") from None
         kind = obj.get("type")
         if kind in TOKENIZER_TYPES: return TOKENIZER_TYPES[kind].load(path)
+        if kind == "tiktoken": return GPT2Tokenizer()                     # as the first edition saved GPT-2's BPE
         if kind is None and isinstance(obj.get("model"), dict):          # Hugging Face's format names its type under "model"
             model, vocab = obj["model"], obj["model"].get("vocab") or {}
             if model.get("type") == "BPE" and len(vocab) == 50257 and vocab.get("<|endoftext|>") == 50256: return GPT2Tokenizer()
