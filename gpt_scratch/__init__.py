@@ -12,7 +12,8 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, ve
 from pathlib import Path as _Path
 
 def _read_version(package_dir: _Path) -> str:
-    "The version from `settings.ini` beside `package_dir` in a source checkout, else from the installed package's metadata."
+    """The version from `settings.ini` beside `package_dir` in a source checkout, else from the installed package's
+    metadata."""
     settings = package_dir.parent / "settings.ini"
     if settings.exists():
         cfg = _ConfigParser(delimiters=["="])

@@ -21,7 +21,8 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout: nn.Module | None 
                      return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """softmax(q kᵀ / √d_k, masked to the past) v, for queries `(..., T, d_k)` and keys and values `(..., S, d_k)`.
 
-    Query `i` sits at position `start + i` (`start` keys came before it, e.g. from a cache) and sees keys `0 .. start + i`.
+    Query `i` sits at position `start + i` (`start` keys came before it, e.g. from a cache) and sees keys `0 .. start +
+    i`.
     Returns `(..., T, d_k)`, and the attention weights `(..., T, S)` too when `return_weights`."""
     T, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)                              # (..., T, S)
@@ -61,7 +62,8 @@ class LMConfig:
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
             if getattr(self, name) < 1: raise ValueError(f"LMConfig.{name} must be >= 1; got {getattr(self, name)}.")
-        if self.n_embd % self.n_head: raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+        if self.n_embd % self.n_head: raise ValueError(f"n_embd={self.n_embd} is not divisible by "
+                                                       f"n_head={self.n_head}; "
                                                        "each head gets n_embd // n_head dimensions.")
         if not 0 <= self.dropout < 1: raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
 
@@ -69,7 +71,8 @@ class LMConfig:
     def head_size(self) -> int: return self.n_embd // self.n_head
 
 class TinyLM(nn.Module):
-    "Token + position embeddings, then `body` `(B, T, C) -> (B, T, C)`, an optional final norm, and a linear output layer."
+    """Token + position embeddings, then `body` `(B, T, C) -> (B, T, C)`, an optional final norm, and a linear output
+    layer."""
     def __init__(self, cfg: LMConfig, body: nn.Module, final_norm: nn.Module | None = None):
         super().__init__()
         self.cfg, self.block_size = cfg, cfg.block_size
@@ -89,7 +92,8 @@ class TinyLM(nn.Module):
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         "Logits `(B, T, V)` for token ids `idx` `(B, T)`, and the mean cross-entropy against `targets` when given."
         B, T = idx.shape
-        if T > self.block_size: raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}; crop the input.")
+        if T > self.block_size: raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}; crop the "
+                                                 f"input.")
         x = self.token_embedding(idx) + self.position_embedding(torch.arange(T, device=idx.device))   # (B, T, C)
         x = self.final_norm(self.body(self.dropout(x)))                                                 # (B, T, C)
         logits = self.lm_head(x)                                                                        # (B, T, V)

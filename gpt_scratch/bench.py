@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from .data import atomic_write, get_batch
 from .model import GPT, GPTConfig, flops_per_token
 from .harness import configure_optimizer
-from .train import (PRESETS, Trainer, TrainerConfig, autocast, cpu_has_fast_bf16, evaluate_split, prepare_data,
+from .train import (PRESETS, Trainer, TrainerConfig, autocast, cpu_has_fast_bf16, evaluate_split,
+                               prepare_data,
                                setup_training)
 
 
@@ -37,7 +38,8 @@ __all__ = ['SETTINGS', 'time_alternating', 'matmul_ceiling', 'memory_bandwidth',
 def time_alternating(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1,
                      inner: int = 1) -> dict[str, list[float]]:
     "Seconds per call of each function over `reps` rounds; each round calls every function `inner` times, in turn."
-    if reps < 1 or inner < 1 or warmup < 0: raise ValueError(f"need reps >= 1, inner >= 1, warmup >= 0; got {reps}, {inner}, {warmup}.")
+    if reps < 1 or inner < 1 or warmup < 0: raise ValueError(f"need reps >= 1, inner >= 1, warmup >= 0; got {reps}, "
+                                                             f"{inner}, {warmup}.")
     for fn in fns.values():
         for _ in range(warmup): fn()
     times = {name: [] for name in fns}
@@ -112,7 +114,8 @@ SETTINGS = {
 
 def training_steps(setting: TrainSetting, dtype: str = "float32", workdir: str | Path | None = None,
                    seed: int = 0, peer: bool = True) -> dict[str, Callable[[], float]]:
-    "One optimiser step of our `Trainer` and the same step for transformers' GPT-2, same weights and batches; each returns its loss."
+    """One optimiser step of our `Trainer` and the same step for transformers' GPT-2, same weights and batches; each
+    returns its loss."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="gpt-scratch-bench-"))
     config = setting.gpt_config()
     torch.manual_seed(seed)
@@ -153,7 +156,8 @@ def time_training(setting: TrainSetting, dtype: str, ceiling_flops: float, reps:
     for name, ts in times.items():
         t = median(ts)
         rows.append({"setting": setting.name, "model": name, "dtype": dtype, "ms_per_step": 1e3 * t,
-                     "tokens_per_s": tokens / t, "mfu": mfu(setting.gpt_config(), setting.block_size, tokens / t, ceiling_flops),
+                     "tokens_per_s": tokens / t, "mfu": mfu(setting.gpt_config(), setting.block_size, tokens / t,
+                                                            ceiling_flops),
                      "floor_ms": floor_ms, "times_s": ts})
     return rows
 
@@ -168,7 +172,8 @@ def _token_times(model: torch.nn.Module, generate: Callable[[], torch.Tensor]) -
 
 def time_generation(config: GPTConfig | None = None, prompt_len: int = 16, new_tokens: int = 128, reps: int = 3,
                     bandwidth: float | None = None) -> dict:
-    "Greedy tokens/s of our `generate` (KV cache and not) and transformers' `generate`, same weights; checks they agree."
+    """Greedy tokens/s of our `generate` (KV cache and not) and transformers' `generate`, same weights; checks they
+    agree."""
     config = config or GPTConfig.from_preset("gpt2")
     torch.manual_seed(0)
     hf = hf_gpt2(config).eval()
@@ -199,7 +204,8 @@ def time_generation(config: GPTConfig | None = None, prompt_len: int = 16, new_t
 
 # %% ../nbs/12_bench.ipynb #08b5926f
 def quality_per_time(preset: str, budget_s: float = 600.0, workdir: str | Path | None = None, **overrides) -> dict:
-    "Train `preset` on Tiny Shakespeare for at most `budget_s` seconds; the full validation split's loss and the time taken."
+    """Train `preset` on Tiny Shakespeare for at most `budget_s` seconds; the full validation split's loss and the
+    time taken."""
     p = PRESETS[preset]
     tokenizer, train_ids, val_ids = prepare_data(tokenizer=p.tokenizer)
     with tempfile.TemporaryDirectory(prefix="gpt-scratch-bench-") as tmp:
@@ -211,7 +217,8 @@ def quality_per_time(preset: str, budget_s: float = 600.0, workdir: str | Path |
         trainer.fit()
         seconds = time.time() - start
     val = evaluate_split(trainer.model, val_ids)
-    return {"preset": preset, "budget_s": budget_s, "seconds": seconds, "steps": trainer.step, "planned_steps": cfg.steps,
+    return {"preset": preset, "budget_s": budget_s, "seconds": seconds, "steps": trainer.step,
+            "planned_steps": cfg.steps,
             "params": trainer.model.num_params(), "dtype": str(trainer.dtype).replace("torch.", ""),
             "val_loss": val["loss"], "val_tokens": val["tokens"]}
 
@@ -238,7 +245,8 @@ def run(sections: tuple[str, ...] = ("ceilings", "train", "generate", "quality")
         bf16 = matmul_ceiling(dtype=torch.bfloat16, reps=reps)
         result["ceilings"]["matmul_bfloat16"] = bf16; ceilings["bfloat16"] = bf16["flops"]
     result["ceilings"]["bandwidth_bytes_per_s"] = bandwidth = memory_bandwidth(reps=reps)
-    log(f"ceilings: matmul {', '.join(f'{k} {v / 1e9:.0f} GFLOP/s' for k, v in ceilings.items())}; copy {bandwidth / 1e9:.1f} GB/s")
+    log(f"ceilings: matmul {', '.join(f'{k} {v / 1e9:.0f} GFLOP/s' for k, v in ceilings.items())}; copy "
+        f"{bandwidth / 1e9:.1f} GB/s")
     if "train" in sections:
         result["training"] = []
         for key, setting in SETTINGS.items():
@@ -251,12 +259,14 @@ def run(sections: tuple[str, ...] = ("ceilings", "train", "generate", "quality")
                                          f"{r['tokens_per_s']:,.0f} tok/s, MFU {r['mfu']:.0%}" for r in rows))
     if "generate" in sections:
         result["generation"] = time_generation(reps=max(3, reps // 2), bandwidth=bandwidth)
-        log("generate " + "; ".join(f"{r['model']}: {r['tokens_per_s']:.1f} tok/s" for r in result["generation"]["rows"]))
+        rows = result["generation"]["rows"]
+        log("generate " + "; ".join(f"{r['model']}: {r['tokens_per_s']:.1f} tok/s" for r in rows))
     if "quality" in sections:
         result["quality"] = []
         for preset in ("cpu-baby", "cpu"):
             result["quality"].append(q := quality_per_time(preset, budget_s))
-            log(f"quality {preset}: val {q['val_loss']:.4f} after {q['seconds']:.0f} s ({q['steps']} of {q['planned_steps']} steps)")
+            log(f"quality {preset}: val {q['val_loss']:.4f} after {q['seconds']:.0f} s ({q['steps']} of "
+                f"{q['planned_steps']} steps)")
     return result
 
 def format_tables(result: dict) -> str:
@@ -269,23 +279,29 @@ def format_tables(result: dict) -> str:
         if k in c: out.append(f"| {k.replace('_', ' ')} | {c[k]['flops'] / 1e9:,.0f} GFLOP/s |")
     out.append(f"| memory copy | {c['bandwidth_bytes_per_s'] / 1e9:,.1f} GB/s |\n")
     if train := result.get("training"):
-        out.append("| setting | dtype | model | ms/step | matmul floor ms | tokens/s | MFU | vs transformers |\n|---|---|---|---:|---:|---:|---:|---:|")
+        out.append("| setting | dtype | model | ms/step | matmul floor ms | tokens/s | MFU | vs transformers "
+                   "|\n|---|---|---|---:|---:|---:|---:|---:|")
         for r in train:
-            hf = next(h for h in train if h["setting"] == r["setting"] and h["dtype"] == r["dtype"] and h["model"] == "transformers")
-            out.append(f"| {r['setting']} | {r['dtype']} | {r['model']} | {r['ms_per_step']:,.1f} | {r['floor_ms']:,.1f} | {r['tokens_per_s']:,.0f} | "
+            same = lambda h: (h["setting"], h["dtype"], h["model"]) == (r["setting"], r["dtype"], "transformers")
+            hf = next(h for h in train if same(h))
+            out.append(f"| {r['setting']} | {r['dtype']} | {r['model']} | {r['ms_per_step']:,.1f} | "
+                       f"{r['floor_ms']:,.1f} | {r['tokens_per_s']:,.0f} | "
                        f"{r['mfu']:.0%} | {r['tokens_per_s'] / hf['tokens_per_s']:.2f}× |")
         out.append("")
     if gen := result.get("generation"):
         out.append(f"| generation, GPT-2 124M fp32, batch 1, {gen['new_tokens']} new tokens | tokens/s | ms/token | "
                    f"share of copy bandwidth | tokens equal to ours (cached) |\n|---|---:|---:|---:|---:|")
         for r in gen["rows"]:
-            out.append(f"| {r['model']} | {r['tokens_per_s']:.1f} | {r['ms_per_token']:.1f} | {r.get('bandwidth_share', float('nan')):.0%} | "
+            out.append(f"| {r['model']} | {r['tokens_per_s']:.1f} | {r['ms_per_token']:.1f} | "
+                       f"{r.get('bandwidth_share', float('nan')):.0%} | "
                        f"{r['tokens_equal_to_ours_cached']}/{gen['new_tokens']} |")
         out.append("")
     if quality := result.get("quality"):
-        out.append("| preset | params | dtype | steps done / planned | wall time | val loss (full split) |\n|---|---:|---|---:|---:|---:|")
+        out.append("| preset | params | dtype | steps done / planned | wall time | val loss (full split) "
+                   "|\n|---|---:|---|---:|---:|---:|")
         for q in quality:
-            out.append(f"| {q['preset']} | {q['params'] / 1e6:.2f}M | {q['dtype']} | {q['steps']:,} / {q['planned_steps']:,} | "
+            out.append(f"| {q['preset']} | {q['params'] / 1e6:.2f}M | {q['dtype']} | {q['steps']:,} / "
+                       f"{q['planned_steps']:,} | "
                        f"{q['seconds']:.0f} s | {q['val_loss']:.4f} |")
         out.append("")
     return "\n".join(out)
@@ -297,7 +313,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", default="ceilings,train,generate,quality",
                         help="comma-separated sections: ceilings (always measured), train, generate, quality")
     parser.add_argument("--reps", type=int, default=5, help="timed rounds per measurement (medians are reported)")
-    parser.add_argument("--budget", type=float, default=600.0, help="wall-clock seconds per preset in the quality section")
+    parser.add_argument("--budget", type=float, default=600.0, help="wall-clock seconds per preset in the quality "
+                                                                    "section")
     parser.add_argument("--json", default="bench.json", help="where to write every measurement")
     args = parser.parse_args(argv)
     sections = tuple(s.strip() for s in args.only.split(",") if s.strip())

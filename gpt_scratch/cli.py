@@ -35,10 +35,12 @@ def _field_type(f, owner) -> type:
     return args[0] if args else hint
 
 def _add_config_flags(parser: argparse.ArgumentParser, owner, defaults, skip: set[str], seen: set[str]):
-    "A flag for every field of the dataclass `owner`, its help the field's own comment, its default shown from `defaults`."
+    """A flag for every field of the dataclass `owner`, its help the field's own comment, its default shown from
+    `defaults`."""
     from fastcore.docments import docments                                # reads the comment beside each field
     docs = {k: v for cls in reversed(owner.__mro__) if is_dataclass(cls) for k, v in docments(cls).items() if v}
-    group = parser.add_argument_group(f"{owner.__name__} fields (defaults shown are the cpu-baby preset's; --preset changes them)")
+    group = parser.add_argument_group(f"{owner.__name__} fields (defaults shown are the cpu-baby preset's; --preset "
+                                      f"changes them)")
     for f in fields(owner):
         if f.name in skip or f.name in seen: continue
         seen.add(f.name)
@@ -48,56 +50,74 @@ def _add_config_flags(parser: argparse.ArgumentParser, owner, defaults, skip: se
         else: group.add_argument(flag, type=typ, default=None, metavar=typ.__name__.upper(), help=help)
 
 def _overrides(args: argparse.Namespace, owner, skip: set[str]) -> dict:
-    return {f.name: getattr(args, f.name) for f in fields(owner) if f.name not in skip and getattr(args, f.name, None) is not None}
+    return {f.name: getattr(args, f.name) for f in fields(owner) if f.name not in skip and getattr(args, f.name,
+                                                                                                   None) is not None}
 
 def build_parser() -> argparse.ArgumentParser:
     "The `gpt-scratch` argument parser."
     parser = argparse.ArgumentParser(prog="gpt-scratch", description="Train, sample from and evaluate GPT models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval}")
 
-    train = sub.add_parser("train", help="train a model (default: a character-level GPT on Tiny Shakespeare, sized for a CPU)",
+    train = sub.add_parser("train", help="train a model (default: a character-level GPT on Tiny Shakespeare, sized "
+                                         "for a CPU)",
                            description="Train a GPT. Defaults come from --preset; any config field can be overridden.")
-    train.add_argument("--preset", default="cpu-baby", choices=list(PRESETS), help="model and recipe (default: cpu-baby)")
+    train.add_argument("--preset", default="cpu-baby", choices=list(PRESETS), help="model and recipe (default: "
+                                                                                   "cpu-baby)")
     train.add_argument("--data", help="a UTF-8 text file to train on (default: Tiny Shakespeare)")
-    train.add_argument("--tokenizer", choices=["char", "gpt2"], help="default: the preset's (char, or gpt2 for gpt2-124m)")
-    train.add_argument("--out", default="out", help="output folder for checkpoints, metrics.jsonl and loss.png (default: out)")
+    train.add_argument("--tokenizer", choices=["char", "gpt2"], help="default: the preset's (char, or gpt2 for "
+                                                                     "gpt2-124m)")
+    train.add_argument("--out", default="out", help="output folder for checkpoints, metrics.jsonl and loss.png "
+                                                    "(default: out)")
     start = train.add_mutually_exclusive_group()
-    start.add_argument("--resume", action="store_true", help="continue the run saved in --out, on the same data and tokenizer")
-    start.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run, deleting that run's files")
-    train.add_argument("--init-from", metavar="PATH", help="start from the weights (and tokenizer) of a checkpoint, a run folder, a "
+    start.add_argument("--resume", action="store_true", help="continue the run saved in --out, on the same data and "
+                                                             "tokenizer")
+    start.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run, deleting "
+                                                                "that run's files")
+    train.add_argument("--init-from", metavar="PATH", help="start from the weights (and tokenizer) of a checkpoint, a "
+                                                           "run folder, a "
                        "Hugging Face GPT-2 folder or hub name, to fine-tune them; the shape flags cannot change then")
-    train.add_argument("--sample-tokens", type=int, default=300, help="tokens to sample at the end (0: none; default 300)")
+    train.add_argument("--sample-tokens", type=int, default=300, help="tokens to sample at the end (0: none; default "
+                                                                      "300)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     seen: set[str] = set()
     _add_config_flags(train, GPTConfig, PRESETS["cpu-baby"].model, _SKIP_MODEL, seen)
     _add_config_flags(train, TrainerConfig, PRESETS["cpu-baby"].trainer, _SKIP_TRAINER, seen)
 
     sample = sub.add_parser("sample", help="generate text from a checkpoint or a Hugging Face GPT-2",
-                            description="Generate text from a checkpoint folder, a run folder, a Hugging Face GPT-2 folder or hub name.")
-    sample.add_argument("--ckpt", required=True, help="checkpoint or run folder, Hugging Face GPT-2 folder, or hub name (e.g. gpt2)")
-    sample.add_argument("--prompt", default=None, help="text to continue (default: a newline, or <|endoftext|> for GPT-2)")
+                            description="Generate text from a checkpoint folder, a run folder, a Hugging Face GPT-2 "
+                                        "folder or hub name.")
+    sample.add_argument("--ckpt", required=True, help="checkpoint or run folder, Hugging Face GPT-2 folder, or hub "
+                                                      "name (e.g. gpt2)")
+    sample.add_argument("--prompt", default=None, help="text to continue (default: a newline, or <|endoftext|> for "
+                                                       "GPT-2)")
     sample.add_argument("--max-new-tokens", type=int, default=300, help="tokens to generate (default 300)")
     sample.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    sample.add_argument("--top-k", type=int, default=None, help="sample only from the k likeliest tokens (default: all)")
-    sample.add_argument("--top-p", type=float, default=None, help="sample from the likeliest tokens holding this much probability")
+    sample.add_argument("--top-k", type=int, default=None, help="sample only from the k likeliest tokens (default: "
+                                                                "all)")
+    sample.add_argument("--top-p", type=float, default=None, help="sample from the likeliest tokens holding this much "
+                                                                  "probability")
     sample.add_argument("--num-samples", type=int, default=1, help="independent samples (default 1)")
     sample.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
     sample.add_argument("--no-cache", action="store_true", help="generate without the KV cache")
 
     ev = sub.add_parser("eval", help="loss and perplexity on a full data split, as JSON",
-                        description="Mean loss per token and perplexity of a checkpoint on every window of a data split.")
+                        description="Mean loss per token and perplexity of a checkpoint on every window of a data "
+                                    "split.")
     ev.add_argument("--ckpt", required=True, help="checkpoint or run folder")
     ev.add_argument("--data", help="a UTF-8 text file (default: Tiny Shakespeare)")
-    ev.add_argument("--split", choices=["val", "train"], default="val", help="which 10%% / 90%% of the text (default: val)")
+    ev.add_argument("--split", choices=["val", "train"], default="val", help="which 10%% / 90%% of the text (default: "
+                                                                             "val)")
     ev.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
     for p in (sample, ev):
-        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (CUDA, then MPS, then CPU; default)")
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (CUDA, then MPS, then CPU; "
+                                                        "default)")
         p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                        help="format of the weights and activations (default: float32)")
     return parser
 
 # %% ../nbs/10_cli.ipynb #159429d5
-def _load_model_and_tokenizer(ckpt: str, device: str | torch.device | None = None, dtype: str | None = None, **overrides):
+def _load_model_and_tokenizer(ckpt: str, device: str | torch.device | None = None, dtype: str | None = None,
+                              **overrides):
     "A checkpoint (or run folder, or Hugging Face folder/name) and its tokenizer."
     path = Path(ckpt).expanduser()
     if path.exists(): path = resolve_checkpoint(path)
@@ -108,33 +128,39 @@ def _check_tokenizer(requested: str | None, tokenizer, source: str):
     "Refuse a --tokenizer that differs from the one a checkpoint fixes."
     have = tokenizer_fingerprint(tokenizer)["type"]
     if requested and have != {"char": "char", "gpt2": "tiktoken:gpt2"}[requested]:
-        raise ValueError(f"{source} uses the {have} tokenizer, so --tokenizer {requested} would change what every token id means. "
+        raise ValueError(f"{source} uses the {have} tokenizer, so --tokenizer {requested} would change what every "
+                         f"token id means. "
                          "Drop --tokenizer, or start a new run without it.")
 
 def _refuse_changes(model_over: dict, config: GPTConfig, fixed: set[str], source: str):
     "Refuse model flags that would change what a loaded checkpoint fixes (repeating its own values is fine)."
     changed = sorted(k for k, v in model_over.items() if k in fixed and getattr(config, k) != v)
     if changed:
-        raise ValueError(f"{source} fixes " + ", ".join(f"--{k.replace('_', '-')} {getattr(config, k)}" for k in changed)
+        fixed_flags = ", ".join(f"--{k.replace('_', '-')} {getattr(config, k)}" for k in changed)
+        raise ValueError(f"{source} fixes " + fixed_flags
                          + ": drop those flags, or train a new model.")
 
 def cmd_train(args) -> dict:
     preset = PRESETS[args.preset]
     model_over, trainer_over = _overrides(args, GPTConfig, _SKIP_MODEL), _overrides(args, TrainerConfig, _SKIP_TRAINER)
     if args.resume and args.init_from:
-        raise ValueError("--resume continues the run in --out; --init-from starts a new run from other weights: choose one.")
+        raise ValueError("--resume continues the run in --out; --init-from starts a new run from other weights: "
+                         "choose one.")
     text = tiny_shakespeare() if args.data is None else read_text(args.data)
     run_info = {"data": text_fingerprint(text, args.data)}
     progress = not args.no_progress
     if args.resume:                       # the saved run's settings, except the flags given now
         last = resolve_checkpoint(Path(args.out) / "last")
-        tcfg = replace(TrainerConfig.from_dict(load_trainer_state(last)["trainer_config"]), out_dir=args.out, **trainer_over)
+        tcfg = replace(TrainerConfig.from_dict(load_trainer_state(last)["trainer_config"]), out_dir=args.out,
+                       **trainer_over)
         tokenizer = load_tokenizer(last)
-        _refuse_changes(model_over, GPT.from_pretrained(last).config, {f.name for f in fields(GPTConfig)}, f"the run in {args.out!r}")
+        _refuse_changes(model_over, GPT.from_pretrained(last).config, {f.name for f in fields(GPTConfig)},
+                        f"the run in {args.out!r}")
         _check_tokenizer(args.tokenizer, tokenizer, f"the run in {args.out!r}")
         run_info["tokenizer"] = tokenizer_fingerprint(tokenizer)
         setup_training(tcfg)
-        trainer = Trainer.resume(args.out, *train_val_split(tokenizer.encode(text)), tcfg, tokenizer, progress, run_info)
+        trainer = Trainer.resume(args.out, *train_val_split(tokenizer.encode(text)), tcfg, tokenizer, progress,
+                                 run_info)
         trainer._print(f"resuming {last} at step {trainer.step} of {tcfg.steps}")
     else:
         tcfg = replace(preset.trainer, out_dir=args.out, **trainer_over)
@@ -152,8 +178,10 @@ def cmd_train(args) -> dict:
             model = GPT(replace(preset.model, vocab_size=tokenizer.vocab_size, **model_over))
         run_info["tokenizer"] = tokenizer_fingerprint(tokenizer)
         train_ids, val_ids = train_val_split(tokenizer.encode(text))
-        trainer = Trainer(model.train(), train_ids, val_ids, tcfg, tokenizer, progress, run_info, overwrite=args.overwrite)
-        trainer._print(f"training {args.init_from or args.preset}: {model.num_params():,} parameters, {len(train_ids):,} training "
+        trainer = Trainer(model.train(), train_ids, val_ids, tcfg, tokenizer, progress, run_info,
+                          overwrite=args.overwrite)
+        trainer._print(f"training {args.init_from or args.preset}: {model.num_params():,} parameters, "
+                       f"{len(train_ids):,} training "
                        f"tokens, device {trainer.device}, {trainer.world_size} process(es), {tcfg.steps} steps of "
                        f"{tcfg.batch_size * tcfg.grad_accum * trainer.block_size:,} tokens -> {args.out}")
     try:
@@ -162,14 +190,16 @@ def cmd_train(args) -> dict:
         if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     if stopped_by == "nan": raise FloatingPointError("training stopped: the loss became NaN or infinite (see above).")
     evals = [r for r in trainer.history if "val" in r]
-    result = {"step": trainer.step, "stopped_by": stopped_by, **({"train": evals[-1]["train"], "val": evals[-1]["val"]} if evals else {}),
+    result = {"step": trainer.step, "stopped_by": stopped_by, **({"train": evals[-1]["train"],
+                                                                  "val": evals[-1]["val"]} if evals else {}),
               "best_val": trainer.best_val, "out": str(Path(args.out).resolve())}
     if trainer.rank == 0:
         print(json.dumps(result))
         if args.sample_tokens > 0 and stopped_by != "interrupted":
             start = tokenizer.encode("\n") if tokenizer.eot_id is None else [tokenizer.eot_id]
-            out = trainer.model.generate(torch.tensor([start], device=trainer.device), args.sample_tokens,
-                                         temperature=0.8, generator=torch.Generator(device=trainer.device).manual_seed(0))
+            g = torch.Generator(device=trainer.device).manual_seed(0)
+            prompt = torch.tensor([start], device=trainer.device)
+            out = trainer.model.generate(prompt, args.sample_tokens, temperature=0.8, generator=g)
             print("--- sample ---\n" + tokenizer.decode(out[0].tolist()))
     return result
 
@@ -199,7 +229,8 @@ def cmd_eval(args) -> dict:
     print(json.dumps(result))
     return result
 
-_ERRORS = (OSError, ValueError, RuntimeError, FloatingPointError)   # OSError covers missing files, permissions, disk space
+# OSError covers missing files, permissions, disk space
+_ERRORS = (OSError, ValueError, RuntimeError, FloatingPointError)
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `gpt-scratch` console script."

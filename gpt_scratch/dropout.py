@@ -19,7 +19,8 @@ __all__ = ['Dropout', 'dropout_lm', 'use_own_dropout']
 
 # %% ../nbs/07_dropout.ipynb #2bbff9f2
 class Dropout(nn.Module):
-    "Inverted dropout: in training, zero each element with probability `p` and scale the rest by 1/(1-p); identity in eval."
+    """Inverted dropout: in training, zero each element with probability `p` and scale the rest by 1/(1-p); identity
+    in eval."""
     def __init__(self, p: float = 0.1):
         super().__init__()
         if not 0 <= p < 1: raise ValueError(f"dropout probability must be in [0, 1); got {p}.")

@@ -65,10 +65,12 @@ class TrainConfig:
             if not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a positive integer; got {v!r}.")
         if self.lr <= 0: raise ValueError(f"lr must be > 0; got {self.lr}.")
         if self.warmup_steps < 0: raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps}.")
-        if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}.")
+        if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"min_lr_ratio must be in [0, 1]; got "
+                                                             f"{self.min_lr_ratio}.")
         if self.weight_decay < 0 or self.grad_clip < 0: raise ValueError("weight_decay and grad_clip must be >= 0.")
         for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1: raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}.")
+            if not 0 <= getattr(self, name) < 1: raise ValueError(f"{name} must be in [0, 1); got "
+                                                                  f"{getattr(self, name)}.")
 
 def in_test() -> bool:
     "True under `nbdev-test`, which sets `IN_TEST`: experiments shrink so the test suite stays fast."
@@ -81,7 +83,8 @@ def quick(cfg: TrainConfig, steps: int = 30, eval_iters: int = 4) -> TrainConfig
                    eval_interval=min(cfg.eval_interval, steps), warmup_steps=min(cfg.warmup_steps, steps // 3))
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    "Learning rate at `step`: linear warm-up to `cfg.lr`, then cosine decay to `cfg.lr * cfg.min_lr_ratio` at the last step."
+    """Learning rate at `step`: linear warm-up to `cfg.lr`, then cosine decay to `cfg.lr * cfg.min_lr_ratio` at the
+    last step."""
     if step < cfg.warmup_steps: return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - 1 - cfg.warmup_steps)
     min_lr = cfg.lr * cfg.min_lr_ratio
@@ -124,13 +127,15 @@ def train(model: nn.Module, train_data: Tensor, val_data: Tensor, cfg: TrainConf
           device: str | torch.device | None = None, block_size: int | None = None) -> History:
     "Train `model` on random windows of `train_data` under budget `cfg`, evaluating both splits on a schedule."
     block_size = block_size or getattr(model, "block_size", None)      # windows as long as the model's context
-    if block_size is None: raise ValueError("this model has no fixed context: pass block_size, the training windows' length.")
+    if block_size is None: raise ValueError("this model has no fixed context: pass block_size, the training windows' "
+                                            "length.")
     if device is not None: model.to(device)
     opt = configure_optimizer(model, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     splits, hist = {"train": train_data, "val": val_data}, History()
     def evaluate(step):
-        losses = estimate_loss(model, splits, cfg.batch_size, block_size, cfg.eval_iters, seed=cfg.seed + 1, device=device)
+        losses = estimate_loss(model, splits, cfg.batch_size, block_size, cfg.eval_iters, seed=cfg.seed + 1,
+                               device=device)
         hist.steps.append(step); hist.train.append(losses["train"]); hist.val.append(losses["val"])
         return losses
     model.train()
@@ -141,7 +146,8 @@ def train(model: nn.Module, train_data: Tensor, val_data: Tensor, cfg: TrainConf
         t0 = time.perf_counter()
         for group in opt.param_groups: group["lr"] = lr_at(step, cfg)
         _, loss = model(*get_batch(train_data, cfg.batch_size, block_size, generator=g, device=device))
-        if not torch.isfinite(loss): raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate.")
+        if not torch.isfinite(loss): raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the "
+                                                              f"learning rate.")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -185,7 +191,8 @@ def check_generate_args(idx: Tensor, max_new_tokens: int, temperature: float, to
 @torch.no_grad()
 def generate(model: nn.Module, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
-    "Extend token ids `idx` `(B, T)` by `max_new_tokens` tokens from `sample_next`, cropping the context to `model.block_size`."
+    """Extend token ids `idx` `(B, T)` by `max_new_tokens` tokens from `sample_next`, cropping the context to
+    `model.block_size`."""
     check_generate_args(idx, max_new_tokens, temperature, top_k, top_p)
     was_training = model.training
     model.eval()
@@ -209,15 +216,20 @@ def check_causal(model: nn.Module, vocab_size: int, T: int = 16, B: int = 2, see
         x2 = x.clone()
         x2[:, t + 1:] = torch.randint(vocab_size, (B, T - t - 1), generator=g)
         logits2 = model(x2)[0]
-        assert torch.allclose(logits[:, :t + 1], logits2[:, :t + 1], atol=1e-5), f"logits at positions <= {t} depend on later tokens"
+        assert torch.allclose(logits[:, :t + 1], logits2[:, :t + 1],
+                              atol=1e-5), f"logits at positions <= {t} depend on later tokens"
 
 def check_init_loss(model: nn.Module, data: Tensor, vocab_size: int, block_size: int, tol: float = 0.1) -> float:
-    "Assert the loss of the untrained `model` is within `tol` of ln(vocab_size), i.e. near-uniform predictions; return it."
+    """Assert the loss of the untrained `model` is within `tol` of ln(vocab_size), i.e. near-uniform predictions;
+    return it."""
     loss = estimate_loss(model, {"train": data}, 16, block_size, iters=4)["train"]
-    assert abs(loss - math.log(vocab_size)) < tol, f"loss at init {loss:.3f} is not within {tol} of ln({vocab_size}) = {math.log(vocab_size):.3f}"
+    expected = math.log(vocab_size)
+    assert abs(loss - expected) < tol, (f"loss at init {loss:.3f} is not within {tol} of ln({vocab_size}) = "
+                                       f"{expected:.3f}")
     return loss
 
-def check_learns(model: nn.Module, data: Tensor, block_size: int, steps: int = 25, lr: float = 3e-3) -> tuple[float, float]:
+def check_learns(model: nn.Module, data: Tensor, block_size: int, steps: int = 25, lr: float = 3e-3) -> tuple[float,
+                                                                                                              float]:
     "Assert that `steps` AdamW steps on one batch lower its loss; return (before, after)."
     x, y = get_batch(data, 16, block_size, generator=torch.Generator().manual_seed(0))
     opt = torch.optim.AdamW(model.parameters(), lr=lr)

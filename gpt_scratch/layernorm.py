@@ -37,11 +37,13 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)   # = layer_norm(x, ...), tested below
+        # = layer_norm(x, ...), tested below
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 # %% ../nbs/06_layernorm.ipynb #9ede4c69
 class PostLNBlock(nn.Module):
-    "Original Transformer order: x = LN(x + attn(x)); x = LN(x + mlp(x)). Chapter 05's attention and MLP, two LayerNorms."
+    """Original Transformer order: x = LN(x + attn(x)); x = LN(x + mlp(x)). Chapter 05's attention and MLP, two
+    LayerNorms."""
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias=bias)

@@ -26,7 +26,8 @@ class GELU(nn.Module):
 # %% ../nbs/04_mlp.ipynb #72730137
 class FeedForward(nn.Module):
     "Position-wise MLP: Linear(C, ratio·C) -> GELU -> Linear(ratio·C, C) -> dropout. GPT-2 names, ratio 4."
-    def __init__(self, n_embd: int, ratio: int = 4, dropout: float = 0.0, bias: bool = True, activation: nn.Module | None = None):
+    def __init__(self, n_embd: int, ratio: int = 4, dropout: float = 0.0, bias: bool = True,
+                 activation: nn.Module | None = None):
         super().__init__()
         self.c_fc = nn.Linear(n_embd, ratio * n_embd, bias=bias)
         self.act = activation if activation is not None else nn.GELU(approximate="tanh")   # = our GELU, fused

@@ -44,9 +44,11 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1: raise ValueError(f"GPTConfig.{name} must be a positive integer; got {v!r}.")
+            if not isinstance(v, int) or v < 1: raise ValueError(f"GPTConfig.{name} must be a positive integer; got "
+                                                                 f"{v!r}.")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head needs n_embd // n_head dimensions.")
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head needs n_embd "
+                             f"// n_head dimensions.")
         if not 0 <= self.dropout < 1: raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
         if self.qkv_bias is None: self.qkv_bias = self.bias
 
@@ -84,7 +86,8 @@ class KVCache:
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         "Store new keys/values `(B, nh, T, hs)`; return all keys and values so far, `(B, nh, pos, hs)`."
         T = k.shape[2]
-        if self.pos + T > self.k.shape[2]: raise ValueError(f"KV cache full: {self.pos} + {T} positions > {self.k.shape[2]}.")
+        if self.pos + T > self.k.shape[2]: raise ValueError(f"KV cache full: {self.pos} + {T} positions > "
+                                                            f"{self.k.shape[2]}.")
         self.k[:, :, self.pos:self.pos + T] = k
         self.v[:, :, self.pos:self.pos + T] = v
         self.pos += T
@@ -142,23 +145,27 @@ class GPT(nn.Module):
 
     def forward(self, idx: Tensor, targets: Tensor | None = None,
                 caches: list[KVCache] | None = None) -> tuple[Tensor, Tensor | None]:
-        "Logits `(B, T, V)` for ids `idx` `(B, T)`; with `targets`, also the mean cross-entropy (targets of -1 ignored)."
+        """Logits `(B, T, V)` for ids `idx` `(B, T)`; with `targets`, also the mean cross-entropy (targets of -1
+        ignored)."""
         if idx.ndim != 2: raise ValueError(f"idx must have shape (B, T); got {tuple(idx.shape)}.")
         B, T = idx.shape
         start = caches[0].pos if caches else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence length {start + T} exceeds block_size {self.config.block_size}; crop the input "
                              f"to its last {self.config.block_size} tokens.")
-        # checking the ids reads them back to the host: on a GPU that stalls the pipeline, so training steps skip it there
+        # checking the ids reads them back to the host: on a GPU that stalls the pipeline, so training steps skip it
+        # there
         check_ids = idx.device.type == "cpu" or not torch.is_grad_enabled()
         if check_ids and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}); got values from {int(idx.min())} to {int(idx.max())}.")
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}); got values from {int(idx.min())} "
+                             f"to {int(idx.max())}.")
         pos = torch.arange(start, start + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))   # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, caches[i] if caches else None)                                     # (B, T, C)
         logits = self.lm_head(self.transformer.ln_f(x))                                     # (B, T, V)
-        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                                            ignore_index=-1)
         return logits, loss
 
     def num_params(self, non_embedding: bool = False) -> int:
@@ -193,7 +200,8 @@ def generate(self: GPT, idx: Tensor, max_new_tokens: int, temperature: float = 1
             logits = self(idx[:, -block:])[0]
         elif caches is None or idx.shape[1] > block:        # (re)fill the cache from the last `block` tokens
             context = idx[:, -block:]
-            caches = [KVCache(idx.shape[0], cfg.n_head, block, cfg.n_embd // cfg.n_head, self.lm_head.weight.dtype, idx.device)
+            caches = [KVCache(idx.shape[0], cfg.n_head, block, cfg.n_embd // cfg.n_head, self.lm_head.weight.dtype,
+                              idx.device)
                       for _ in range(cfg.n_layer)]
             logits = self(context, caches=caches)[0]
             fed = idx.shape[1]
@@ -216,10 +224,13 @@ _HF_IGNORED = (".attn.bias", ".attn.masked_bias")         # causal-mask buffers 
 
 def _config_from_hf(hf: dict) -> GPTConfig:
     if hf.get("model_type") != "gpt2":
-        raise ValueError(f"not a GPT-2 checkpoint: config.json has model_type {hf.get('model_type')!r}, expected 'gpt2'.")
+        raise ValueError(f"not a GPT-2 checkpoint: config.json has model_type {hf.get('model_type')!r}, expected "
+                         f"'gpt2'.")
     act = hf.get("activation_function", "gelu_new")
-    if act not in ("gelu_new", "gelu_pytorch_tanh"): raise ValueError(f"unsupported activation_function {act!r}: GPT-2 uses 'gelu_new'.")
-    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"], n_head=hf["n_head"],
+    if act not in ("gelu_new", "gelu_pytorch_tanh"): raise ValueError(f"unsupported activation_function {act!r}: "
+                                                                      f"GPT-2 uses 'gelu_new'.")
+    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
+                     n_head=hf["n_head"],
                      n_embd=hf["n_embd"], bias=True, tie_weights=hf.get("tie_word_embeddings", True))
 
 def _state_from_hf(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -257,35 +268,44 @@ def as_dtype(dtype: str | torch.dtype) -> torch.dtype:
 @patch(cls_method=True)
 def from_pretrained(cls: GPT, name_or_dir: str | os.PathLike, device: str | torch.device | None = None,
                     dtype: str | torch.dtype | None = None, **overrides) -> GPT:
-    "Load a model saved by `save_pretrained`, a Hugging Face GPT-2 folder or (online) a hub name such as 'gpt2', on `device` in `dtype`."
+    """Load a model saved by `save_pretrained`, a Hugging Face GPT-2 folder or (online) a hub name such as 'gpt2', on
+    `device` in `dtype`."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     path = Path(name_or_dir).expanduser()
     if not path.exists():
-        if str(name_or_dir).startswith((".", "/", "~")) or os.sep in str(name_or_dir) and not str(name_or_dir).count("/") == 1:
+        if str(name_or_dir).startswith((".", "/",
+                                        "~")) or os.sep in str(name_or_dir) and not str(name_or_dir).count("/") == 1:
             raise FileNotFoundError(f"No such checkpoint directory: {str(path)!r}.")
         try:
             from huggingface_hub import snapshot_download
             path = Path(snapshot_download(str(name_or_dir), allow_patterns=["config.json", "model.safetensors"]))
         except Exception as e:
-            raise FileNotFoundError(f"{str(name_or_dir)!r} is neither a local checkpoint directory nor a model that could be "
-                                    f"downloaded from the Hugging Face hub ({type(e).__name__}: {e}). Offline, download it "
+            raise FileNotFoundError(f"{str(name_or_dir)!r} is neither a local checkpoint directory nor a model that "
+                                    f"could be "
+                                    f"downloaded from the Hugging Face hub ({type(e).__name__}: {e}). Offline, "
+                                    f"download it "
                                     "elsewhere (`hf download openai-community/gpt2 config.json model.safetensors "
                                     "--local-dir gpt2`) and pass its directory.") from None
-    if not path.is_dir(): raise NotADirectoryError(f"{str(path)!r} is not a directory; pass the folder holding config.json and model.safetensors.")
+    if not path.is_dir(): raise NotADirectoryError(f"{str(path)!r} is not a directory; pass the folder holding "
+                                                   f"config.json and model.safetensors.")
     cfg_file, weights = path / "config.json", path / "model.safetensors"
     for f in (cfg_file, weights):
         if not f.exists():
-            hint = " (only pickle checkpoints such as pytorch_model.bin are present; convert them to safetensors)" if f == weights and any(path.glob("*.bin")) else ""
+            pickles = f == weights and any(path.glob("*.bin"))
+            hint = (" (only pickle checkpoints such as pytorch_model.bin are present; convert them to safetensors)"
+                    if pickles else "")
             raise FileNotFoundError(f"{str(f)!r} is missing{hint}.")
     try: raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{str(cfg_file)!r} is not valid JSON ({e}).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{str(cfg_file)!r} is not valid JSON "
+                                                                             f"({e}).") from None
     is_ours = raw.get("format") == "gpt_scratch"
     config = GPTConfig.from_dict(raw["config"]) if is_ours else _config_from_hf(raw)
     config = replace(config, **overrides)
     try: tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{str(weights)!r} is not a readable safetensors file (truncated or corrupted?): {e}") from None
+        raise ValueError(f"{str(weights)!r} is not a readable safetensors file (truncated or corrupted?): {e}"
+                         ) from None
     state = tensors if is_ours else _state_from_hf(tensors)
     with torch.device("meta"): model = cls(config)
     model = model.to_empty(device="cpu")
@@ -310,7 +330,8 @@ def save_pretrained(self: GPT, directory: str | os.PathLike) -> Path:
 def crop_block_size(self: GPT, block_size: int) -> GPT:
     "Keep the first `block_size` position embeddings only: a shorter context, to fine-tune or sample with less memory."
     if not 1 <= block_size <= self.config.block_size:
-        raise ValueError(f"block_size must be between 1 and this model's {self.config.block_size} positions; got {block_size}.")
+        raise ValueError(f"block_size must be between 1 and this model's {self.config.block_size} positions; got "
+                         f"{block_size}.")
     self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].detach().clone())
     self.config = replace(self.config, block_size=block_size)
     return self

@@ -31,13 +31,14 @@ class MultiHeadAttention(nn.Module):
 
 # %% ../nbs/03_multi_head.ipynb #1a285d42
 class CausalSelfAttention(nn.Module):
-    "Multi-head causal self-attention with one fused QKV projection; `fused=True` uses `F.scaled_dot_product_attention`."
+    """Multi-head causal self-attention with one fused QKV projection; `fused=True` uses
+    `F.scaled_dot_product_attention`."""
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fused: bool = True,
                  qkv_bias: bool | None = None):
         super().__init__()
         if n_embd % n_head: raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}.")
         self.n_head, self.fused, self.dropout_p = n_head, fused, dropout
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias if qkv_bias is None else qkv_bias)   # q, k, v of all heads
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias if qkv_bias is None else qkv_bias)  # q, k, v of all heads
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)                     # output projection W_O
         self.attn_dropout, self.resid_dropout = nn.Dropout(dropout), nn.Dropout(dropout)
 

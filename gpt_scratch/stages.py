@@ -43,7 +43,8 @@ STAGES: dict[str, Callable[[LMConfig], nn.Module]] = {
 }
 
 def run_stage(stage: str, seed: int, cfg: LMConfig | None = None, budget: TrainConfig = STAGE_BUDGET) -> dict:
-    "Train stage `stage` with `seed` (initialisation and batches) under `budget` on Tiny Shakespeare; return its losses."
+    """Train stage `stage` with `seed` (initialisation and batches) under `budget` on Tiny Shakespeare; return its
+    losses."""
     if stage not in STAGES: raise ValueError(f"unknown stage {stage!r}; choose from {list(STAGES)}.")
     tok, train_ids, val_ids = char_splits(tiny_shakespeare())
     cfg = cfg or LMConfig(vocab_size=tok.vocab_size)

@@ -23,7 +23,8 @@ import torch.nn as nn
 from fastcore.basics import patch
 from torch import Tensor
 
-from .data import (CharTokenizer, GPT2Tokenizer, SimpleTokenizer, SlidingWindowDataset, atomic_write, get_batch,
+from .data import (CharTokenizer, GPT2Tokenizer, SimpleTokenizer, SlidingWindowDataset, atomic_write,
+                              get_batch,
                               read_text, tiny_shakespeare, train_val_split)
 from .harness import TrainConfig, configure_optimizer, estimate_loss, lr_at
 from .model import GPT, GPTConfig, PRESETS as MODEL_PRESETS, as_dtype
@@ -40,8 +41,11 @@ def pick_device(preference: str = "auto") -> torch.device:
     "The device to train on: `preference` if given, else CUDA > MPS > CPU."
     if preference != "auto":
         device = torch.device(preference)
-        if device.type == "cuda" and not torch.cuda.is_available(): raise RuntimeError("device 'cuda' requested but CUDA is not available.")
-        if device.type == "mps" and not torch.backends.mps.is_available(): raise RuntimeError("device 'mps' requested but MPS is not available.")
+        if device.type == "cuda" and not torch.cuda.is_available(): raise RuntimeError("device 'cuda' requested but "
+                                                                                       "CUDA is not available.")
+        if device.type == "mps" and not torch.backends.mps.is_available(): raise RuntimeError("device 'mps' requested "
+                                                                                              "but MPS is not "
+                                                                                              "available.")
         return device
     if torch.cuda.is_available(): return torch.device("cuda")
     if torch.backends.mps.is_available(): return torch.device("mps")
@@ -67,7 +71,8 @@ def autocast(device: torch.device, dtype: torch.dtype):
 # %% ../nbs/09_gpu_training.ipynb #e5b201b2
 @dataclass
 class TrainerConfig(TrainConfig):
-    "Chapter 01b's `TrainConfig` plus what a long run on any device needs; the model's shape and context are `GPTConfig`'s."
+    """Chapter 01b's `TrainConfig` plus what a long run on any device needs; the model's shape and context are
+    `GPTConfig`'s."""
     out_dir: str = "out"              # folder for checkpoints (best/, last/), metrics.jsonl and loss.png
     grad_accum: int = 1               # micro-batches per optimiser step over all processes (a multiple of their number)
     log_interval: int = 10            # log the batch loss and speed to metrics.jsonl every this many steps
@@ -90,16 +95,20 @@ class TrainerConfig(TrainConfig):
 
 # %% ../nbs/09_gpu_training.ipynb #fc2fafea
 def lr_schedule(step: int, cfg: TrainerConfig, decay_from: tuple[int, float] | None = None) -> float:
-    "The learning rate at `step`: chapter 01b's warm-up and cosine, or, from `decay_from = (s0, lr0)` on, a cosine from lr0."
+    """The learning rate at `step`: chapter 01b's warm-up and cosine, or, from `decay_from = (s0, lr0)` on, a cosine
+    from lr0."""
     if decay_from is None or step < decay_from[0]: return lr_at(step, cfg)
     s0, lr0 = decay_from
     min_lr = cfg.lr * cfg.min_lr_ratio
     progress = min(1.0, (step - s0) / max(1, cfg.steps - 1 - s0))
     return min_lr + (lr0 - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
-def extend_schedule(step: int, old: TrainerConfig, new: TrainerConfig, decay_from: tuple[int, float] | None) -> tuple[int, float] | None:
-    "The `decay_from` that continues a run at `step` from the `old` config's total steps to the `new` one's without a jump."
-    if new.steps <= step: raise ValueError(f"the run is already at step {step}: steps={new.steps} leaves nothing to train; "
+def extend_schedule(step: int, old: TrainerConfig, new: TrainerConfig,
+                    decay_from: tuple[int, float] | None) -> tuple[int, float] | None:
+    """The `decay_from` that continues a run at `step` from the `old` config's total steps to the `new` one's without
+    a jump."""
+    if new.steps <= step: raise ValueError(f"the run is already at step {step}: steps={new.steps} leaves nothing to "
+                                           f"train; "
                                            f"pass a larger --steps to extend it.")
     if new.steps == old.steps or step < new.warmup_steps: return decay_from
     return (step, lr_schedule(step, old, decay_from))
@@ -138,31 +147,40 @@ def save_checkpoint(directory: str | os.PathLike, model: GPT, state: dict, token
 def load_trainer_state(directory: str | os.PathLike) -> dict:
     "The trainer state of a checkpoint, loaded without unpickling arbitrary objects."
     path = resolve_checkpoint(directory) / "trainer.pt"
-    if not path.exists(): raise FileNotFoundError(f"{str(path)!r} is missing: this checkpoint holds weights only and cannot be resumed.")
+    if not path.exists(): raise FileNotFoundError(f"{str(path)!r} is missing: this checkpoint holds weights only and "
+                                                  f"cannot be resumed.")
     try: return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{str(path)!r} could not be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-                         "It is corrupted or contains objects other than tensors and numbers; it was not executed.") from None
+        raise ValueError(f"{str(path)!r} could not be loaded safely ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]}). "
+                         "It is corrupted or contains objects other than tensors and numbers; it was not executed."
+                         ) from None
 
 TOKENIZER_TYPES = {cls.__name__: cls for cls in (CharTokenizer, SimpleTokenizer, GPT2Tokenizer)}
 
 def load_tokenizer(directory: str | os.PathLike, vocab_size: int | None = None):
-    "The tokenizer of a checkpoint: ours, a Hugging Face GPT-2 `tokenizer.json`, or GPT-2's BPE for a GPT-2-sized vocabulary."
+    """The tokenizer of a checkpoint: ours, a Hugging Face GPT-2 `tokenizer.json`, or GPT-2's BPE for a GPT-2-sized
+    vocabulary."""
     path = Path(directory) / "tokenizer.json"
     if path.exists():
         try: obj = json.loads(read_text(path))
-        except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: {e}).") from None
+        except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: "
+                                                           f"{e}).") from None
         kind = obj.get("type")
         if kind in TOKENIZER_TYPES: return TOKENIZER_TYPES[kind].load(path)
         if kind == "tiktoken": return GPT2Tokenizer()                     # as the first edition saved GPT-2's BPE
-        if kind is None and isinstance(obj.get("model"), dict):          # Hugging Face's format names its type under "model"
+        if kind is None and isinstance(obj.get("model"),
+                                       dict):          # Hugging Face's format names its type under "model"
             model, vocab = obj["model"], obj["model"].get("vocab") or {}
-            if model.get("type") == "BPE" and len(vocab) == 50257 and vocab.get("<|endoftext|>") == 50256: return GPT2Tokenizer()
-            raise ValueError(f"{str(path)!r} is a Hugging Face {model.get('type')} tokenizer of {len(vocab):,} tokens, not GPT-2's "
+            if model.get("type") == "BPE" and len(vocab) == 50257 and vocab.get("<|endoftext|>") == 50256:
+                return GPT2Tokenizer()
+            raise ValueError(f"{str(path)!r} is a Hugging Face {model.get('type')} tokenizer of {len(vocab):,} "
+                             f"tokens, not GPT-2's "
                              "BPE (50,257 tokens), the only Hugging Face tokenizer gpt_scratch reads.")
         raise ValueError(f"{str(path)!r} has unknown tokenizer type {kind!r}.")
     if vocab_size in (None, 50257, 50304): return GPT2Tokenizer()
-    raise FileNotFoundError(f"{str(path)!r} is missing and a vocabulary of {vocab_size} is not GPT-2's: cannot decode this model's tokens.")
+    raise FileNotFoundError(f"{str(path)!r} is missing and a vocabulary of {vocab_size} is not GPT-2's: cannot decode "
+                            f"this model's tokens.")
 
 # %% ../nbs/09_gpu_training.ipynb #ecdf43e2
 def build_tokenizer(kind: str, text: str):
@@ -191,17 +209,20 @@ def tokenizer_fingerprint(tokenizer) -> dict:
     return {"type": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "sha256": digest.hexdigest()}
 
 def run_differences(saved: dict, now: dict) -> list[str]:
-    "Human-readable differences between the `data` and `tokenizer` fingerprints a run was saved with and those given now."
+    """Human-readable differences between the `data` and `tokenizer` fingerprints a run was saved with and those given
+    now."""
     out = []
     for key, what in (("data", "data"), ("tokenizer", "tokenizer")):
         a, b = saved.get(key), now.get(key)
         if a and b and a["sha256"] != b["sha256"]:
             if key == "data":
-                out.append(f"the data differs: the run was trained on {a['source']} ({a['bytes']:,} bytes, SHA-256 {a['sha256'][:12]}…), "
+                out.append(f"the data differs: the run was trained on {a['source']} ({a['bytes']:,} bytes, SHA-256 "
+                           f"{a['sha256'][:12]}…), "
                            f"now {b['source']} ({b['bytes']:,} bytes, SHA-256 {b['sha256'][:12]}…)")
             else:
                 out.append(f"the tokenizer differs: the run used {a['type']} ({a['vocab_size']:,} tokens), "
-                           f"now {b['type']} ({b['vocab_size']:,} tokens)" + (", with another vocabulary" if a["type"] == b["type"] else ""))
+                           f"now {b['type']} ({b['vocab_size']:,} tokens)"
+                           + (", with another vocabulary" if a["type"] == b["type"] else ""))
     return out
 
 # %% ../nbs/09_gpu_training.ipynb #77fb806a
@@ -216,7 +237,8 @@ def _process_device(preference: str) -> torch.device:
     return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
 
 def setup_training(cfg: TrainerConfig) -> torch.device:
-    "Once per process, before building the model: join torchrun's process group, allow TF32 on CUDA, seed PyTorch with `cfg.seed` + rank."
+    """Once per process, before building the model: join torchrun's process group, allow TF32 on CUDA, seed PyTorch
+    with `cfg.seed` + rank."""
     rank, _, world_size = _distributed()
     device = _process_device(cfg.device)
     if world_size > 1 and not torch.distributed.is_initialized():
@@ -228,7 +250,8 @@ def setup_training(cfg: TrainerConfig) -> torch.device:
     return device
 
 def check_writable(out_dir: str | os.PathLike, need_bytes: int = 0) -> Path:
-    "Create `out_dir`, prove a file can be written there and that `need_bytes` are free: fail before training, not after."
+    """Create `out_dir`, prove a file can be written there and that `need_bytes` are free: fail before training, not
+    after."""
     out = Path(out_dir).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -236,7 +259,8 @@ def check_writable(out_dir: str | os.PathLike, need_bytes: int = 0) -> Path:
         atomic_write(probe, b"x" * 1024)
         probe.unlink()
     except OSError as e:
-        raise PermissionError(f"Cannot write to output folder {str(out)!r} ({e.strerror or e}); choose another with --out.") from None
+        raise PermissionError(f"Cannot write to output folder {str(out)!r} ({e.strerror or e}); choose another with "
+                              f"--out.") from None
     free = shutil.disk_usage(out).free
     if free < need_bytes:
         raise OSError(f"Not enough space in {str(out)!r} for checkpoints: about {need_bytes / 2**20:,.0f} MiB needed, "
@@ -250,12 +274,15 @@ def checkpoint_bytes(model: nn.Module) -> int:
 RUN_FILES = ("best", "last", ".best.old", ".last.old", "metrics.jsonl", "loss.png")
 
 def claim_run_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    "Refuse to train into a folder that holds a run (unless `overwrite`, which deletes that run's files and nothing else)."
+    """Refuse to train into a folder that holds a run (unless `overwrite`, which deletes that run's files and nothing
+    else)."""
     out = Path(out_dir).expanduser()
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not overwrite:
-        raise FileExistsError(f"{str(out)!r} already holds a training run ({', '.join(found)}). Continue it with --resume, "
-                              "start over with --overwrite (deletes that run's checkpoints and metrics), or choose another --out.")
+        raise FileExistsError(f"{str(out)!r} already holds a training run ({', '.join(found)}). Continue it with "
+                              f"--resume, "
+                              "start over with --overwrite (deletes that run's checkpoints and metrics), or choose "
+                              "another --out.")
     for name in found:
         shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
     return out
@@ -272,12 +299,15 @@ class Trainer:
                                  f"{self.block_size}; use a smaller --block-size or more text.")
         self.rank, _, self.world_size = _distributed()
         if cfg.grad_accum % self.world_size:
-            raise ValueError(f"grad_accum={cfg.grad_accum} cannot be shared evenly by {self.world_size} processes. The global batch is "
-                             f"batch_size × grad_accum sequences whatever the number of processes, so grad_accum must be a multiple "
+            raise ValueError(f"grad_accum={cfg.grad_accum} cannot be shared evenly by {self.world_size} processes. "
+                             f"The global batch is "
+                             f"batch_size × grad_accum sequences whatever the number of processes, so grad_accum must "
+                             f"be a multiple "
                              f"of {self.world_size} (e.g. --grad-accum {self.world_size} --batch-size "
                              f"{max(1, cfg.batch_size * cfg.grad_accum // self.world_size)}).")
         if self.world_size > 1 and not torch.distributed.is_initialized():
-            raise RuntimeError("this process was started by torchrun: call setup_training(cfg) before creating the Trainer.")
+            raise RuntimeError("this process was started by torchrun: call setup_training(cfg) before creating the "
+                               "Trainer.")
         self.cfg, self.tokenizer, self.progress, self.run_info = cfg, tokenizer, progress, run_info or {}
         self.micro_steps = cfg.grad_accum // self.world_size                  # micro-batches per process per step
         self.device = _process_device(cfg.device)
@@ -288,8 +318,9 @@ class Trainer:
         self.model, self.train_data, self.val_data = model.to(self.device), train_data, val_data
         self.optimizer = configure_optimizer(self.model, cfg, fused=self.device.type in ("cuda", "cpu"))
         self.scaler = torch.amp.GradScaler(enabled=self.dtype == torch.float16)
-        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-                    if self.world_size > 1 else None)
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        gpu = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp = DDP(self.model, device_ids=gpu) if self.world_size > 1 else None   # averages gradients of processes
         self.forward = torch.compile(self.ddp or self.model) if cfg.compile else (self.ddp or self.model)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + self.rank)      # each process draws its own batches
         self.step, self.best_val, self.history, self.decay_from = 0, float("inf"), [], None
@@ -334,7 +365,7 @@ def train_step(self: Trainer) -> float:
             _, loss = self.forward(x, y)
         self.scaler.scale(loss / self.micro_steps).backward()
         total += loss.detach() / self.micro_steps
-    if self.ddp is not None:                                           # every process sees the same mean (and the same NaN)
+    if self.ddp is not None:  # every process sees the same mean (and the same NaN)
         torch.distributed.all_reduce(total); total /= self.world_size
     total = total.item()
     if math.isfinite(total):
@@ -369,7 +400,8 @@ def state(self: Trainer) -> dict:
         rngs = [None] * self.world_size
         torch.distributed.all_gather_object(rngs, self._rng_state())
     return {"step": self.step, "best_val": self.best_val, "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(), "rng": rngs, "world_size": self.world_size, "decay_from": self.decay_from,
+            "scaler": self.scaler.state_dict(), "rng": rngs, "world_size": self.world_size,
+            "decay_from": self.decay_from,
             "trainer_config": asdict(self.cfg), "run_info": self.run_info}
 
 @patch
@@ -377,9 +409,12 @@ def load_state(self: Trainer, state: dict):
     "Restore `state()`; this process takes back its own random states, so the same number of processes is required."
     saved = state.get("world_size", 1)
     if saved != self.world_size:
-        raise ValueError(f"this checkpoint was trained by {saved} process(es) and is being resumed by {self.world_size}. Exact "
-                         f"resume replays each process's own batches, so it needs the same number (torchrun --nproc_per_node="
-                         f"{saved}). To go on with {self.world_size}, start a new run from its weights with --init-from.")
+        raise ValueError(f"this checkpoint was trained by {saved} process(es) and is being resumed by "
+                         f"{self.world_size}. Exact "
+                         f"resume replays each process's own batches, so it needs the same number (torchrun "
+                         f"--nproc_per_node="
+                         f"{saved}). To go on with {self.world_size}, start a new run from its weights with "
+                         f"--init-from.")
     self.step, self.best_val = state["step"], state["best_val"]
     self.decay_from = tuple(state["decay_from"]) if state.get("decay_from") else None
     self.optimizer.load_state_dict(state["optimizer"])
@@ -395,16 +430,19 @@ def save(self: Trainer, name: str = "last") -> Path:
     return self._on_rank0(lambda: save_checkpoint(self.out / name, self.model, state, self.tokenizer))
 
 @patch(cls_method=True)
-def resume(cls: Trainer, out_dir: str | os.PathLike, train_data: Tensor, val_data: Tensor, cfg: TrainerConfig | None = None,
+def resume(cls: Trainer, out_dir: str | os.PathLike, train_data: Tensor, val_data: Tensor,
+           cfg: TrainerConfig | None = None,
            tokenizer=None, progress: bool = True, run_info: dict | None = None) -> Trainer:
-    "Continue the run saved in `out_dir/last` (its own config unless `cfg` is given, e.g. with more steps), refusing other data."
+    """Continue the run saved in `out_dir/last` (its own config unless `cfg` is given, e.g. with more steps), refusing
+    other data."""
     ckpt = resolve_checkpoint(Path(out_dir) / "last")
     state = load_trainer_state(ckpt)
     saved_cfg = TrainerConfig.from_dict(state["trainer_config"])
     cfg = cfg or saved_cfg
     differences = run_differences(state.get("run_info") or {}, run_info or {})
     if differences:
-        raise ValueError(f"cannot resume {str(ckpt)!r}: " + "; ".join(differences) + ". Resume with what the run was trained on, "
+        raise ValueError(f"cannot resume {str(ckpt)!r}: " + "; ".join(differences) + ". Resume with what the run was "
+                                                                                     "trained on, "
                          "or start a new run from its weights with --init-from.")
     trainer = cls(GPT.from_pretrained(ckpt).train(), train_data, val_data, cfg, tokenizer, progress,
                   run_info=state.get("run_info") or run_info, _resuming=True)
@@ -452,11 +490,13 @@ def fit(self: Trainer, until: int | None = None) -> str:
             if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
                 now = time.time(); tps = tokens_per_step * steps_since / max(now - t_last, 1e-9)
                 t_last, steps_since = now, 0
-                self._log({"step": self.step, "loss": loss, "lr": self.learning_rate(self.step - 1), "tokens_per_second": tps,
+                self._log({"step": self.step, "loss": loss, "lr": self.learning_rate(self.step - 1),
+                           "tokens_per_second": tps,
                            "elapsed": now - start})
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
             bar.update(1)
-            reason = self._should_stop(bool(interrupted), bool(cfg.max_seconds) and time.time() - start >= cfg.max_seconds)
+            reason = self._should_stop(bool(interrupted),
+                                       bool(cfg.max_seconds) and time.time() - start >= cfg.max_seconds)
     finally:
         bar.close()
         if previous is not None: signal.signal(signal.SIGINT, previous)
@@ -465,13 +505,16 @@ def fit(self: Trainer, until: int | None = None) -> str:
 
 @patch
 def _finish(self: Trainer, reason: str, start: float):
-    "End a run that stopped for `reason`: evaluate and save, or only save, or (after a NaN) keep what is saved; then plot."
+    """End a run that stopped for `reason`: evaluate and save, or only save, or (after a NaN) keep what is saved; then
+    plot."""
     if reason in ("steps", "max_seconds"): self._eval_and_save(start)
     elif reason in ("until", "interrupted"): self.save("last")
     said = {"interrupted": f"interrupted at step {self.step}: saved {self.out / 'last'}; continue with --resume",
             "max_seconds": f"max_seconds={self.cfg.max_seconds:g} reached at step {self.step} of {self.cfg.steps}",
-            "nan": f"loss became NaN or infinite at step {self.step + 1}: stopped without saving it; the checkpoints in "
-                   f"{self.out} hold the last good state. Lower the learning rate (--lr) or clip gradients (--grad-clip)."}
+            "nan": f"loss became NaN or infinite at step {self.step + 1}: stopped without saving it; the checkpoints "
+                   f"in "
+                   f"{self.out} hold the last good state. Lower the learning rate (--lr) or clip gradients "
+                   f"(--grad-clip)."}
     if reason in said: self._print("\n" + said[reason])
     if self.rank == 0: self.plot()
 
@@ -532,20 +575,24 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "cpu-baby": Preset(
         MODEL_PRESETS["shakespeare-char-cpu"],
-        TrainerConfig(steps=2000, batch_size=12, lr=1e-3, weight_decay=0.1, warmup_steps=100, eval_interval=250, eval_iters=20),
+        TrainerConfig(steps=2000, batch_size=12, lr=1e-3, weight_decay=0.1, warmup_steps=100, eval_interval=250,
+                      eval_iters=20),
         description="nanoGPT's CPU recipe for character-level Shakespeare"),
     "cpu": Preset(
         GPTConfig(vocab_size=65, block_size=128, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
-        TrainerConfig(steps=8500, batch_size=12, lr=3e-3, weight_decay=0.1, warmup_steps=100, eval_interval=1000, eval_iters=50,
+        TrainerConfig(steps=8500, batch_size=12, lr=3e-3, weight_decay=0.1, warmup_steps=100, eval_interval=1000,
+                      eval_iters=50,
                       max_seconds=600),
         description="the best validation loss 10 minutes on 2 cores buy (tuned in chapter 12); stops at 10 minutes"),
     "shakespeare-gpu": Preset(
         MODEL_PRESETS["shakespeare-char"],
-        TrainerConfig(steps=5000, batch_size=64, lr=1e-3, weight_decay=0.1, warmup_steps=100, eval_interval=250, eval_iters=200),
+        TrainerConfig(steps=5000, batch_size=64, lr=1e-3, weight_decay=0.1, warmup_steps=100, eval_interval=250,
+                      eval_iters=200),
         description="nanoGPT's GPU recipe for character-level Shakespeare (10.7M parameters)"),
     "gpt2-124m": Preset(
         MODEL_PRESETS["gpt2"],
-        TrainerConfig(steps=600_000, batch_size=12, grad_accum=40, lr=6e-4, weight_decay=0.1, warmup_steps=2000, beta2=0.95,
+        TrainerConfig(steps=600_000, batch_size=12, grad_accum=40, lr=6e-4, weight_decay=0.1, warmup_steps=2000,
+                      beta2=0.95,
                       eval_interval=1000, eval_iters=200),
         tokenizer="gpt2", description="GPT-2 124M, nanoGPT's OpenWebText recipe"),
 }
