@@ -8,7 +8,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 

@@ -5,8 +5,6 @@
 # %% ../nbs/07b_results.ipynb #b2e299d6
 from __future__ import annotations
 
-import os
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from functools import partial

@@ -15,7 +15,7 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, asdict, fields, replace
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
 import torch
