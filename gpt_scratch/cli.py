@@ -53,6 +53,10 @@ def _overrides(args: argparse.Namespace, owner, skip: set[str]) -> dict:
     return {f.name: getattr(args, f.name) for f in fields(owner) if f.name not in skip and getattr(args, f.name,
                                                                                                    None) is not None}
 
+def _tokenizer_name(name: str) -> str:
+    if name in ("char", "gpt2") or (name.startswith("bpe:") and name[4:].isdigit()): return name
+    raise argparse.ArgumentTypeError(f"{name!r} is not a tokenizer: choose char, gpt2 or bpe:N (e.g. bpe:1024)")
+
 def build_parser() -> argparse.ArgumentParser:
     "The `gpt-scratch` argument parser."
     parser = argparse.ArgumentParser(prog="gpt-scratch", description="Train, sample from and evaluate GPT models.")
@@ -64,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="cpu-baby", choices=list(PRESETS), help="model and recipe (default: "
                                                                                    "cpu-baby)")
     train.add_argument("--data", help="a UTF-8 text file to train on (default: Tiny Shakespeare)")
-    train.add_argument("--tokenizer", choices=["char", "gpt2"], help="default: the preset's (char, or gpt2 for "
-                                                                     "gpt2-124m)")
+    train.add_argument("--tokenizer", type=_tokenizer_name, metavar="{char,gpt2,bpe:N}",
+                       help="characters, GPT-2's BPE, or an N-token BPE learned from the training text (default: the "
+                            "preset's: char, or gpt2 for gpt2-124m)")
     train.add_argument("--out", default="out", help="output folder for checkpoints, metrics.jsonl and loss.png "
                                                     "(default: out)")
     start = train.add_mutually_exclusive_group()
@@ -100,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
     sample.add_argument("--no-cache", action="store_true", help="generate without the KV cache")
 
-    ev = sub.add_parser("eval", help="loss and perplexity on a full data split, as JSON",
+    ev = sub.add_parser("eval", help="loss, perplexity and bits per byte on a full data split, as JSON",
                         description="Mean loss per token and perplexity of a checkpoint on every window of a data "
                                     "split.")
     ev.add_argument("--ckpt", required=True, help="checkpoint or run folder")
@@ -127,7 +132,7 @@ def _load_model_and_tokenizer(ckpt: str, device: str | torch.device | None = Non
 def _check_tokenizer(requested: str | None, tokenizer, source: str):
     "Refuse a --tokenizer that differs from the one a checkpoint fixes."
     have = tokenizer_fingerprint(tokenizer)["type"]
-    if requested and have != {"char": "char", "gpt2": "tiktoken:gpt2"}[requested]:
+    if requested and have != {"char": "char", "gpt2": "tiktoken:gpt2"}.get(requested, requested):
         raise ValueError(f"{source} uses the {have} tokenizer, so --tokenizer {requested} would change what every "
                          f"token id means. "
                          "Drop --tokenizer, or start a new run without it.")
@@ -225,7 +230,7 @@ def cmd_eval(args) -> dict:
     text = tiny_shakespeare() if args.data is None else read_text(args.data)
     split = dict(zip(["train", "val"], train_val_split(tokenizer.encode(text))))[args.split]
     result = {"ckpt": str(args.ckpt), "split": args.split, "device": str(device), "dtype": args.dtype,
-              **evaluate_split(model, split, batch_size=args.batch_size)}
+              **evaluate_split(model, split, batch_size=args.batch_size, tokenizer=tokenizer)}
     print(json.dumps(result))
     return result
 

@@ -26,6 +26,7 @@ from torch import Tensor
 from .data import (CharTokenizer, GPT2Tokenizer, SimpleTokenizer, SlidingWindowDataset, atomic_write,
                               get_batch,
                               read_text, tiny_shakespeare, train_val_split)
+from .bpe import BPETokenizer, train_bpe
 from .harness import TrainConfig, configure_optimizer, estimate_loss, lr_at
 from .model import GPT, GPTConfig, PRESETS as MODEL_PRESETS, as_dtype
 
@@ -156,7 +157,7 @@ def load_trainer_state(directory: str | os.PathLike) -> dict:
                          "It is corrupted or contains objects other than tensors and numbers; it was not executed."
                          ) from None
 
-TOKENIZER_TYPES = {cls.__name__: cls for cls in (CharTokenizer, SimpleTokenizer, GPT2Tokenizer)}
+TOKENIZER_TYPES = {cls.__name__: cls for cls in (CharTokenizer, SimpleTokenizer, GPT2Tokenizer, BPETokenizer)}
 
 def load_tokenizer(directory: str | os.PathLike, vocab_size: int | None = None):
     """The tokenizer of a checkpoint: ours, a Hugging Face GPT-2 `tokenizer.json`, or GPT-2's BPE for a GPT-2-sized
@@ -183,16 +184,17 @@ def load_tokenizer(directory: str | os.PathLike, vocab_size: int | None = None):
                             f"this model's tokens.")
 
 # %% ../nbs/09_gpu_training.ipynb #ecdf43e2
-def build_tokenizer(kind: str, text: str):
-    "A tokenizer by name: 'char' (the characters of `text`) or 'gpt2' (GPT-2's BPE)."
+def build_tokenizer(kind: str, text: str, train_frac: float = 0.9):
+    "A tokenizer by name: 'char' (the characters of `text`), 'gpt2' (GPT-2's BPE) or 'bpe:N' (learned from the training part)."
     if kind == "char": return CharTokenizer.from_text(text)
     if kind == "gpt2": return GPT2Tokenizer()
-    raise ValueError(f"tokenizer must be 'char' or 'gpt2'; got {kind!r}.")
+    if kind.startswith("bpe:") and kind[4:].isdigit(): return train_bpe(text[:int(len(text) * train_frac)], int(kind[4:]))
+    raise ValueError(f"tokenizer must be 'char', 'gpt2' or 'bpe:N' (N tokens, e.g. bpe:1024); got {kind!r}.")
 
 def prepare_data(path: str | os.PathLike | None = None, tokenizer: str = "char", train_frac: float = 0.9):
     "(tokenizer, train ids, val ids) for the text at `path` (default Tiny Shakespeare), tokenized by 'char' or 'gpt2'."
     text = tiny_shakespeare() if path is None else read_text(path)
-    tok = build_tokenizer(tokenizer, text)
+    tok = build_tokenizer(tokenizer, text, train_frac)
     return (tok, *train_val_split(tok.encode(text), train_frac))
 
 # %% ../nbs/09_gpu_training.ipynb #8e4a2532
@@ -547,8 +549,9 @@ def plot(self: Trainer) -> Path:
 
 # %% ../nbs/09_gpu_training.ipynb #f5397006
 @torch.no_grad()
-def evaluate_split(model: GPT, ids: Tensor, block_size: int | None = None, batch_size: int = 64) -> dict:
-    "Mean next-token loss over `ids` in consecutive windows of `block_size` (default: the model's context)."
+def evaluate_split(model: GPT, ids: Tensor, block_size: int | None = None, batch_size: int = 64, tokenizer=None) -> dict:
+    """Mean next-token loss over `ids` in consecutive windows of `block_size` (default: the model's context); with the
+    `tokenizer`, also bits per byte: the summed loss in bits over the UTF-8 bytes of the tokens scored."""
     windows = SlidingWindowDataset(ids, block_size or model.config.block_size)
     device = next(model.parameters()).device
     was_training = model.training
@@ -561,7 +564,11 @@ def evaluate_split(model: GPT, ids: Tensor, block_size: int | None = None, batch
             total += loss.item() * y.numel(); count += y.numel()
     finally:
         model.train(was_training)
-    return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count, "windows": len(windows)}
+    result = {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count, "windows": len(windows)}
+    if tokenizer is not None:                                         # the scored targets are ids[1 : count + 1]
+        sizes = [len(t) for t in tokenizer.token_bytes()]
+        result["bits_per_byte"] = total / math.log(2) / sum(sizes[i] for i in ids[1:count + 1].tolist())
+    return result
 
 # %% ../nbs/09_gpu_training.ipynb #5f54f209
 @dataclass
