@@ -9,6 +9,7 @@ import hashlib
 import heapq
 import json
 import os
+import tempfile
 import urllib.error
 from collections import Counter
 from pathlib import Path
@@ -156,10 +157,12 @@ GPT2_BPE_FILES = {   # GPT-2's published merges and vocabulary: URL and SHA-256
 def _verified(path: Path, sha256: str) -> bool: return path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256
 
 def gpt2_bpe_file(name: str) -> Path:
-    "GPT-2's `vocab.bpe` or `encoder.json`: tiktoken's cached copy (`$TIKTOKEN_CACHE_DIR`), ours, or a verified download."
+    "GPT-2's `vocab.bpe` or `encoder.json`: tiktoken's cached copy, ours, or a verified download."
     url, sha256 = GPT2_BPE_FILES[name]
-    if os.environ.get("TIKTOKEN_CACHE_DIR"):                       # tiktoken names each file by the SHA-1 of its URL
-        candidate = Path(os.environ["TIKTOKEN_CACHE_DIR"]) / hashlib.sha1(url.encode()).hexdigest()
+    tiktoken_caches = [os.environ.get("TIKTOKEN_CACHE_DIR"), os.environ.get("DATA_GYM_CACHE_DIR"),
+                       os.path.join(tempfile.gettempdir(), "data-gym-cache")]     # where tiktoken looks, in order
+    for folder in filter(None, tiktoken_caches):                     # it names each file by the SHA-1 of its URL
+        candidate = Path(folder) / hashlib.sha1(url.encode()).hexdigest()
         if _verified(candidate, sha256): return candidate
     cached = cache_dir() / name
     if _verified(cached, sha256): return cached
