@@ -265,6 +265,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                   'gpt_scratch/train.py'),
                                    'gpt_scratch.train._distributed': ('gpu_training.html#_distributed', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train._process_device': ('gpu_training.html#_process_device', 'gpt_scratch/train.py'),
+                                   'gpt_scratch.train._recipe': ('gpu_training.html#_recipe', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train.autocast': ('gpu_training.html#autocast', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train.build_tokenizer': ('gpu_training.html#build_tokenizer', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train.check_writable': ('gpu_training.html#check_writable', 'gpt_scratch/train.py'),
