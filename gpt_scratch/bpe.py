@@ -53,7 +53,8 @@ class BPETokenizer(Tokenizer):
         clash = [s for s, i in self.specials.items() if i < len(self.vocab)]
         if clash: raise ValueError(f"special tokens need ids after the {len(self.vocab)} byte tokens; {clash} do not.")
         self.pattern, self._split = pattern, regex.compile(pattern)
-        self._special_split = regex.compile("(" + "|".join(map(regex.escape, self.specials)) + ")") if self.specials else None
+        specials_pattern = "(" + "|".join(map(regex.escape, self.specials)) + ")"
+        self._special_split = regex.compile(specials_pattern) if self.specials else None
         self._cache: dict[str, list[int]] = {}
 
     @property
@@ -100,14 +101,16 @@ class BPETokenizer(Tokenizer):
     def token_bytes(self) -> list[bytes]:
         return self.vocab + [s.encode("utf-8") for s in sorted(self.specials, key=self.specials.get)]
 
-    def _config(self) -> dict: return {"tokens": [t.hex() for t in self.vocab], "specials": self.specials, "pattern": self.pattern}
+    def _config(self) -> dict:
+        return {"tokens": [t.hex() for t in self.vocab], "specials": self.specials, "pattern": self.pattern}
 
 # %% ../nbs/00b_bpe.ipynb #ae9b9a06
 def train_bpe(text: str, vocab_size: int, specials: tuple[str, ...] = ("<|endoftext|>",),
               pattern: str = GPT2_PATTERN) -> BPETokenizer:
     "Learn a byte-level BPE of `vocab_size` tokens (256 bytes, merges, then `specials`) from `text`."
     if vocab_size < 256 + len(specials):
-        raise ValueError(f"vocab_size must be at least {256 + len(specials)} (256 bytes + {len(specials)} special tokens); "
+        raise ValueError(f"vocab_size must be at least {256 + len(specials)} (256 bytes + {len(specials)} special "
+                         "tokens); "
                          f"got {vocab_size}.")
     for s in specials: text = text.replace(s, " ")                     # special tokens are never merged into others
     chunks = Counter(regex.findall(pattern, text))
@@ -154,7 +157,8 @@ GPT2_BPE_FILES = {   # GPT-2's published merges and vocabulary: URL and SHA-256
                      "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
 }
 
-def _verified(path: Path, sha256: str) -> bool: return path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+def _verified(path: Path, sha256: str) -> bool:
+    return path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256
 
 def gpt2_bpe_file(name: str) -> Path:
     "GPT-2's `vocab.bpe` or `encoder.json`: tiktoken's cached copy, ours, or a verified download."
@@ -173,24 +177,29 @@ def gpt2_bpe_file(name: str) -> Path:
                               "(e.g. `export TIKTOKEN_CACHE_DIR=../shared/data/tiktoken`).") from None
 
 def gpt2_byte_order() -> tuple[list[int], dict[str, int]]:
-    "GPT-2's ids for the 256 bytes (printable bytes first, in byte order, then the rest), and the characters its files spell them with."
+    """GPT-2's ids for the 256 bytes (printable bytes first, in byte order, then the rest), and the characters its
+    files spell them with."""
     printable = [b for b in range(256) if chr(b).isprintable() and b != ord(" ")]
     others = [b for b in range(256) if b not in printable]
     return printable + others, {chr(b): b for b in printable} | {chr(256 + i): b for i, b in enumerate(others)}
 
-def load_gpt2_bpe(merges_file: str | os.PathLike | None = None, encoder_file: str | os.PathLike | None = None) -> BPETokenizer:
+def load_gpt2_bpe(merges_file: str | os.PathLike | None = None,
+                  encoder_file: str | os.PathLike | None = None) -> BPETokenizer:
     "GPT-2's BPE from its published `vocab.bpe` (the merges, in order) and `encoder.json` (which must agree)."
     merges_file, encoder_file = merges_file or gpt2_bpe_file("vocab.bpe"), encoder_file or gpt2_bpe_file("encoder.json")
     order, spelled = gpt2_byte_order()
     vocab = [bytes([b]) for b in order]
     lines = read_text(merges_file).split("\n")
-    if not lines[0].startswith("#version"): raise ValueError(f"{str(merges_file)!r} is not a GPT-2 merges file: no #version line.")
+    if not lines[0].startswith("#version"):
+        raise ValueError(f"{str(merges_file)!r} is not a GPT-2 merges file: no #version line.")
     try:
         for n, line in enumerate(lines[1:], 2):
             if line: a, b = line.split(" "); vocab.append(bytes(spelled[c] for c in a) + bytes(spelled[c] for c in b))
-    except (ValueError, KeyError): raise ValueError(f"{str(merges_file)!r} line {n} is not a merge ({line[:40]!r}).") from None
+    except (ValueError, KeyError):
+        raise ValueError(f"{str(merges_file)!r} line {n} is not a merge ({line[:40]!r}).") from None
     encoder = json.loads(read_text(encoder_file))
     eot = encoder.pop("<|endoftext|>", None)
-    if eot is None or {bytes(spelled[c] for c in k): v for k, v in encoder.items()} != {t: i for i, t in enumerate(vocab)}:
+    ids = {bytes(spelled[c] for c in k): v for k, v in encoder.items()}
+    if eot is None or ids != {t: i for i, t in enumerate(vocab)}:
         raise ValueError(f"{str(encoder_file)!r} does not agree with the merges in {str(merges_file)!r}.")
     return BPETokenizer(vocab, {"<|endoftext|>": eot})

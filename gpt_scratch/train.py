@@ -185,10 +185,11 @@ def load_tokenizer(directory: str | os.PathLike, vocab_size: int | None = None):
 
 # %% ../nbs/09_gpu_training.ipynb #ecdf43e2
 def build_tokenizer(kind: str, text: str, train_frac: float = 0.9):
-    "A tokenizer by name: 'char' (the characters of `text`), 'gpt2' (GPT-2's BPE) or 'bpe:N' (learned from the training part)."
+    "A tokenizer by name: 'char' (`text`'s characters), 'gpt2' (GPT-2's BPE) or 'bpe:N' (learned from training text)."
     if kind == "char": return CharTokenizer.from_text(text)
     if kind == "gpt2": return GPT2Tokenizer()
-    if kind.startswith("bpe:") and kind[4:].isdigit(): return train_bpe(text[:int(len(text) * train_frac)], int(kind[4:]))
+    if kind.startswith("bpe:") and kind[4:].isdigit():
+        return train_bpe(text[:int(len(text) * train_frac)], int(kind[4:]))
     raise ValueError(f"tokenizer must be 'char', 'gpt2' or 'bpe:N' (N tokens, e.g. bpe:1024); got {kind!r}.")
 
 def prepare_data(path: str | os.PathLike | None = None, tokenizer: str = "char", train_frac: float = 0.9):
@@ -549,7 +550,8 @@ def plot(self: Trainer) -> Path:
 
 # %% ../nbs/09_gpu_training.ipynb #f5397006
 @torch.no_grad()
-def evaluate_split(model: GPT, ids: Tensor, block_size: int | None = None, batch_size: int = 64, tokenizer=None) -> dict:
+def evaluate_split(model: GPT, ids: Tensor, block_size: int | None = None, batch_size: int = 64,
+                   tokenizer=None) -> dict:
     """Mean next-token loss over `ids` in consecutive windows of `block_size` (default: the model's context); with the
     `tokenizer`, also bits per byte: the summed loss in bits over the UTF-8 bytes of the tokens scored."""
     windows = SlidingWindowDataset(ids, block_size or model.config.block_size)
