@@ -110,8 +110,7 @@ def train_bpe(text: str, vocab_size: int, specials: tuple[str, ...] = ("<|endoft
     "Learn a byte-level BPE of `vocab_size` tokens (256 bytes, merges, then `specials`) from `text`."
     if vocab_size < 256 + len(specials):
         raise ValueError(f"vocab_size must be at least {256 + len(specials)} (256 bytes + {len(specials)} special "
-                         "tokens); "
-                         f"got {vocab_size}.")
+                         f"tokens); got {vocab_size}.")
     for s in specials: text = text.replace(s, " ")                     # special tokens are never merged into others
     chunks = Counter(regex.findall(pattern, text))
     if not chunks: raise ValueError("cannot learn BPE merges from empty text.")
