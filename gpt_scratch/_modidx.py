@@ -283,6 +283,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'gpt_scratch.train.resolve_checkpoint': ('gpu_training.html#resolve_checkpoint', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train.run_differences': ('gpu_training.html#run_differences', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train.save_checkpoint': ('gpu_training.html#save_checkpoint', 'gpt_scratch/train.py'),
+                                   'gpt_scratch.train.schedule_position': ('gpu_training.html#schedule_position', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train.setup_training': ('gpu_training.html#setup_training', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train.text_fingerprint': ('gpu_training.html#text_fingerprint', 'gpt_scratch/train.py'),
                                    'gpt_scratch.train.tokenizer_fingerprint': ( 'gpu_training.html#tokenizer_fingerprint',

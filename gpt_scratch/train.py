@@ -32,10 +32,10 @@ from .model import GPT, GPTConfig, PRESETS as MODEL_PRESETS, as_dtype
 
 # %% auto #0
 __all__ = ['TOKENIZER_TYPES', 'RUN_FILES', 'PRESETS', 'pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast',
-           'TrainerConfig', 'lr_schedule', 'extend_schedule', 'resolve_checkpoint', 'save_checkpoint',
-           'load_trainer_state', 'load_tokenizer', 'build_tokenizer', 'prepare_data', 'text_fingerprint',
-           'tokenizer_fingerprint', 'run_differences', 'setup_training', 'check_writable', 'checkpoint_bytes',
-           'claim_run_folder', 'Trainer', 'evaluate_split', 'Preset']
+           'TrainerConfig', 'schedule_position', 'lr_schedule', 'extend_schedule', 'resolve_checkpoint',
+           'save_checkpoint', 'load_trainer_state', 'load_tokenizer', 'build_tokenizer', 'prepare_data',
+           'text_fingerprint', 'tokenizer_fingerprint', 'run_differences', 'setup_training', 'check_writable',
+           'checkpoint_bytes', 'claim_run_folder', 'Trainer', 'evaluate_split', 'Preset']
 
 # %% ../nbs/09_gpu_training.ipynb #4815d23f
 def pick_device(preference: str = "auto") -> torch.device:
@@ -95,7 +95,12 @@ class TrainerConfig(TrainConfig):
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
 
 # %% ../nbs/09_gpu_training.ipynb #fc2fafea
-def lr_schedule(step: int, cfg: TrainerConfig, decay_from: tuple[int, float] | None = None) -> float:
+def schedule_position(step: int, cfg: TrainerConfig, elapsed: float = 0.0) -> float:
+    """Where the learning-rate schedule stands, in steps: `step`, or under a wall-clock budget the elapsed fraction of
+    `max_seconds` times `steps` when that is further on, so the schedule ends with whichever budget runs out first."""
+    return max(step, elapsed / cfg.max_seconds * cfg.steps) if cfg.max_seconds else step
+
+def lr_schedule(step: float, cfg: TrainerConfig, decay_from: tuple[int, float] | None = None) -> float:
     """The learning rate at `step`: chapter 01b's warm-up and cosine, or, from `decay_from = (s0, lr0)` on, a cosine
     from lr0."""
     if decay_from is None or step < decay_from[0]: return lr_at(step, cfg)
@@ -108,9 +113,9 @@ def extend_schedule(step: int, old: TrainerConfig, new: TrainerConfig,
                     decay_from: tuple[int, float] | None) -> tuple[int, float] | None:
     """The `decay_from` that continues a run at `step` from the `old` config's total steps to the `new` one's without
     a jump."""
-    if new.steps <= step: raise ValueError(f"the run is already at step {step}: steps={new.steps} leaves nothing to "
-                                           f"train; "
-                                           f"pass a larger --steps to extend it.")
+    if new.steps <= step:
+        raise ValueError(f"the run is already at step {step}: steps={new.steps} leaves nothing to train; pass a "
+                         f"larger --steps to extend it.")
     if new.steps == old.steps or step < new.warmup_steps: return decay_from
     return (step, lr_schedule(step, old, decay_from))
 
@@ -327,6 +332,7 @@ class Trainer:
         self.forward = torch.compile(self.ddp or self.model) if cfg.compile else (self.ddp or self.model)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + self.rank)      # each process draws its own batches
         self.step, self.best_val, self.history, self.decay_from = 0, float("inf"), [], None
+        self.elapsed, self.lr = 0.0, 0.0          # seconds trained so far (across resumes); the last step's learning rate
 
     def _on_rank0(self, fn):
         "Run `fn` on rank 0 only; every process returns its result or raises its error, so none waits for a failed one."
@@ -351,15 +357,16 @@ class Trainer:
 
 # %% ../nbs/09_gpu_training.ipynb #eb222729
 @patch
-def learning_rate(self: Trainer, step: int) -> float:
-    "The learning rate at `step` (see `lr_schedule`)."
-    return lr_schedule(step, self.cfg, self.decay_from)
+def learning_rate(self: Trainer, step: int, elapsed: float = 0.0) -> float:
+    "The learning rate at `step`, `elapsed` seconds into the run (see `schedule_position` and `lr_schedule`)."
+    return lr_schedule(schedule_position(step, self.cfg, elapsed), self.cfg, self.decay_from)
 
 @patch
 def train_step(self: Trainer) -> float:
     "One optimiser step over `grad_accum` micro-batches shared by the processes; the mean loss (a NaN: no step taken)."
     cfg = self.cfg
-    for group in self.optimizer.param_groups: group["lr"] = self.learning_rate(self.step)
+    self.lr = self.learning_rate(self.step, self.elapsed)
+    for group in self.optimizer.param_groups: group["lr"] = self.lr
     total = torch.zeros((), device=self.device)                        # summed on the device: one sync per step
     for micro in range(self.micro_steps):
         x, y = get_batch(self.train_data, cfg.batch_size, self.block_size, generator=self.batch_gen, device=self.device)
@@ -404,7 +411,7 @@ def state(self: Trainer) -> dict:
         torch.distributed.all_gather_object(rngs, self._rng_state())
     return {"step": self.step, "best_val": self.best_val, "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rngs, "world_size": self.world_size,
-            "decay_from": self.decay_from,
+            "decay_from": self.decay_from, "elapsed": self.elapsed,
             "trainer_config": asdict(self.cfg), "run_info": self.run_info}
 
 @patch
@@ -420,6 +427,7 @@ def load_state(self: Trainer, state: dict):
                          f"--init-from.")
     self.step, self.best_val = state["step"], state["best_val"]
     self.decay_from = tuple(state["decay_from"]) if state.get("decay_from") else None
+    self.elapsed = state.get("elapsed", 0.0)
     self.optimizer.load_state_dict(state["optimizer"])
     self.scaler.load_state_dict(state["scaler"])
     rng = state["rng"][self.rank] if "rng" in state else {"batch": state["batch_rng"], "torch": state["torch_rng"]}
@@ -459,14 +467,17 @@ def resume(cls: Trainer, out_dir: str | os.PathLike, train_data: Tensor, val_dat
 
 # %% ../nbs/09_gpu_training.ipynb #f604c241
 @patch
-def _should_stop(self: Trainer, interrupted: bool, out_of_time: bool) -> str | None:
-    "Why to stop after this step, agreed by all processes: any one interrupted, or rank 0 out of time."
-    flags = [interrupted, out_of_time and self.rank == 0]
+def _should_stop(self: Trainer, interrupted: bool, clock: float) -> str | None:
+    """Why to stop after this step, agreed by all processes: any one interrupted, or rank 0's clock past the budget.
+    Every process also takes rank 0's clock as `elapsed`, so all of them follow the same learning-rate schedule."""
+    flags = [float(interrupted), clock if self.rank == 0 else 0.0]
     if self.ddp is not None:
-        t = torch.tensor(flags, dtype=torch.float32, device=self.device)
+        t = torch.tensor(flags, dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        flags = [bool(v) for v in t.tolist()]
-    return "interrupted" if flags[0] else "max_seconds" if flags[1] else None
+        flags = t.tolist()
+    self.elapsed = flags[1]
+    out_of_time = bool(self.cfg.max_seconds) and self.elapsed >= self.cfg.max_seconds
+    return "interrupted" if flags[0] else "max_seconds" if out_of_time else None
 
 @patch
 def fit(self: Trainer, until: int | None = None) -> str:
@@ -480,8 +491,8 @@ def fit(self: Trainer, until: int | None = None) -> str:
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if catch else None
     bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, mininterval=1.0)
     tokens_per_step = cfg.batch_size * self.block_size * cfg.grad_accum
-    start = t_last = time.time()
-    steps_since, reason = 0, None
+    start = time.time() - self.elapsed                      # a resumed run's clock goes on from where it stopped
+    t_last, steps_since, reason = time.time(), 0, None
     self.model.train()
     try:
         while reason is None:
@@ -493,13 +504,11 @@ def fit(self: Trainer, until: int | None = None) -> str:
             if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
                 now = time.time(); tps = tokens_per_step * steps_since / max(now - t_last, 1e-9)
                 t_last, steps_since = now, 0
-                self._log({"step": self.step, "loss": loss, "lr": self.learning_rate(self.step - 1),
-                           "tokens_per_second": tps,
+                self._log({"step": self.step, "loss": loss, "lr": self.lr, "tokens_per_second": tps,
                            "elapsed": now - start})
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
             bar.update(1)
-            reason = self._should_stop(bool(interrupted),
-                                       bool(cfg.max_seconds) and time.time() - start >= cfg.max_seconds)
+            reason = self._should_stop(bool(interrupted), time.time() - start)
     finally:
         bar.close()
         if previous is not None: signal.signal(signal.SIGINT, previous)
@@ -515,8 +524,7 @@ def _finish(self: Trainer, reason: str, start: float):
     said = {"interrupted": f"interrupted at step {self.step}: saved {self.out / 'last'}; continue with --resume",
             "max_seconds": f"max_seconds={self.cfg.max_seconds:g} reached at step {self.step} of {self.cfg.steps}",
             "nan": f"loss became NaN or infinite at step {self.step + 1}: stopped without saving it; the checkpoints "
-                   f"in "
-                   f"{self.out} hold the last good state. Lower the learning rate (--lr) or clip gradients "
+                   f"in {self.out} hold the last good state. Lower the learning rate (--lr) or clip gradients "
                    f"(--grad-clip)."}
     if reason in said: self._print("\n" + said[reason])
     if self.rank == 0: self.plot()
