@@ -301,8 +301,7 @@ def format_tables(result: dict) -> str:
                    "|\n|---|---:|---|---:|---:|---:|")
         for q in quality:
             out.append(f"| {q['preset']} | {q['params'] / 1e6:.2f}M | {q['dtype']} | {q['steps']:,} / "
-                       f"{q['planned_steps']:,} | "
-                       f"{q['seconds']:.0f} s | {q['val_loss']:.4f} |")
+                       f"{q['planned_steps']:,} | {q['seconds']:.0f} s | {q['val_loss']:.4f} |")
         out.append("")
     return "\n".join(out)
 

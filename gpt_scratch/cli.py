@@ -39,8 +39,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, owner, defaults, skip: se
     `defaults`."""
     from fastcore.docments import docments                                # reads the comment beside each field
     docs = {k: v for cls in reversed(owner.__mro__) if is_dataclass(cls) for k, v in docments(cls).items() if v}
-    group = parser.add_argument_group(f"{owner.__name__} fields (defaults shown are the cpu-baby preset's; --preset "
-                                      f"changes them)")
+    group = parser.add_argument_group(f"{owner.__name__} fields (defaults shown are the cpu-baby preset's; "
+                                      "--preset changes them)")
     for f in fields(owner):
         if f.name in skip or f.name in seen: continue
         seen.add(f.name)
@@ -50,8 +50,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, owner, defaults, skip: se
         else: group.add_argument(flag, type=typ, default=None, metavar=typ.__name__.upper(), help=help)
 
 def _overrides(args: argparse.Namespace, owner, skip: set[str]) -> dict:
-    return {f.name: getattr(args, f.name) for f in fields(owner) if f.name not in skip and getattr(args, f.name,
-                                                                                                   None) is not None}
+    return {f.name: getattr(args, f.name) for f in fields(owner)
+            if f.name not in skip and getattr(args, f.name, None) is not None}
 
 def _tokenizer_name(name: str) -> str:
     if name in ("char", "gpt2") or (name.startswith("bpe:") and name[4:].isdigit()): return name
@@ -62,60 +62,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt-scratch", description="Train, sample from and evaluate GPT models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval}")
 
-    train = sub.add_parser("train", help="train a model (default: a character-level GPT on Tiny Shakespeare, sized "
-                                         "for a CPU)",
-                           description="Train a GPT. Defaults come from --preset; any config field can be overridden.")
-    train.add_argument("--preset", default="cpu-baby", choices=list(PRESETS), help="model and recipe (default: "
-                                                                                   "cpu-baby)")
+    train = sub.add_parser(
+        "train", help="train a model (default: a character-level GPT on Tiny Shakespeare, sized for a CPU)",
+        description="Train a GPT. Defaults come from --preset; any config field can be overridden.")
+    train.add_argument("--preset", default="cpu-baby", choices=list(PRESETS),
+                       help="model and recipe (default: cpu-baby)")
     train.add_argument("--data", help="a UTF-8 text file to train on (default: Tiny Shakespeare)")
     train.add_argument("--tokenizer", type=_tokenizer_name, metavar="{char,gpt2,bpe:N}",
                        help="characters, GPT-2's BPE, or an N-token BPE learned from the training text (default: the "
                             "preset's: char, or gpt2 for gpt2-124m)")
-    train.add_argument("--out", default="out", help="output folder for checkpoints, metrics.jsonl and loss.png "
-                                                    "(default: out)")
+    train.add_argument("--out", default="out",
+                       help="output folder for checkpoints, metrics.jsonl and loss.png (default: out)")
     start = train.add_mutually_exclusive_group()
-    start.add_argument("--resume", action="store_true", help="continue the run saved in --out, on the same data and "
-                                                             "tokenizer")
-    start.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a run, deleting "
-                                                                "that run's files")
-    train.add_argument("--init-from", metavar="PATH", help="start from the weights (and tokenizer) of a checkpoint, a "
-                                                           "run folder, a "
-                       "Hugging Face GPT-2 folder or hub name, to fine-tune them; the shape flags cannot change then")
-    train.add_argument("--sample-tokens", type=int, default=300, help="tokens to sample at the end (0: none; default "
-                                                                      "300)")
+    start.add_argument("--resume", action="store_true",
+                       help="continue the run saved in --out, on the same data and tokenizer")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start over in an --out that holds a run, deleting that run's files")
+    train.add_argument("--init-from", metavar="PATH",
+                       help="start from the weights (and tokenizer) of a checkpoint, a run folder, a Hugging Face "
+                            "GPT-2 folder or hub name, to fine-tune them; the shape flags cannot change then")
+    train.add_argument("--sample-tokens", type=int, default=300,
+                       help="tokens to sample at the end (0: none; default 300)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     seen: set[str] = set()
     _add_config_flags(train, GPTConfig, PRESETS["cpu-baby"].model, _SKIP_MODEL, seen)
     _add_config_flags(train, TrainerConfig, PRESETS["cpu-baby"].trainer, _SKIP_TRAINER, seen)
 
-    sample = sub.add_parser("sample", help="generate text from a checkpoint or a Hugging Face GPT-2",
-                            description="Generate text from a checkpoint folder, a run folder, a Hugging Face GPT-2 "
-                                        "folder or hub name.")
-    sample.add_argument("--ckpt", required=True, help="checkpoint or run folder, Hugging Face GPT-2 folder, or hub "
-                                                      "name (e.g. gpt2)")
-    sample.add_argument("--prompt", default=None, help="text to continue (default: a newline, or <|endoftext|> for "
-                                                       "GPT-2)")
+    sample = sub.add_parser(
+        "sample", help="generate text from a checkpoint or a Hugging Face GPT-2",
+        description="Generate text from a checkpoint folder, a run folder, a Hugging Face GPT-2 folder or hub name.")
+    sample.add_argument("--ckpt", required=True,
+                        help="checkpoint or run folder, Hugging Face GPT-2 folder, or hub name (e.g. gpt2)")
+    sample.add_argument("--prompt", default=None,
+                        help="text to continue (default: a newline, or <|endoftext|> for GPT-2)")
     sample.add_argument("--max-new-tokens", type=int, default=300, help="tokens to generate (default 300)")
     sample.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    sample.add_argument("--top-k", type=int, default=None, help="sample only from the k likeliest tokens (default: "
-                                                                "all)")
-    sample.add_argument("--top-p", type=float, default=None, help="sample from the likeliest tokens holding this much "
-                                                                  "probability")
+    sample.add_argument("--top-k", type=int, default=None,
+                        help="sample only from the k likeliest tokens (default: all)")
+    sample.add_argument("--top-p", type=float, default=None,
+                        help="sample from the likeliest tokens holding this much probability")
     sample.add_argument("--num-samples", type=int, default=1, help="independent samples (default 1)")
     sample.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
     sample.add_argument("--no-cache", action="store_true", help="generate without the KV cache")
 
-    ev = sub.add_parser("eval", help="loss, perplexity and bits per byte on a full data split, as JSON",
-                        description="Mean loss per token and perplexity of a checkpoint on every window of a data "
-                                    "split.")
+    ev = sub.add_parser(
+        "eval", help="loss, perplexity and bits per byte on a full data split, as JSON",
+        description="Mean loss per token and perplexity of a checkpoint on every window of a data split.")
     ev.add_argument("--ckpt", required=True, help="checkpoint or run folder")
     ev.add_argument("--data", help="a UTF-8 text file (default: Tiny Shakespeare)")
-    ev.add_argument("--split", choices=["val", "train"], default="val", help="which 10%% / 90%% of the text (default: "
-                                                                             "val)")
+    ev.add_argument("--split", choices=["val", "train"], default="val",
+                    help="which 10%% / 90%% of the text (default: val)")
     ev.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
     for p in (sample, ev):
-        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (CUDA, then MPS, then CPU; "
-                                                        "default)")
+        p.add_argument("--device", default="auto",
+                       help="cpu, cuda, cuda:1, mps, or auto (CUDA, then MPS, then CPU; default)")
         p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                        help="format of the weights and activations (default: float32)")
     return parser
@@ -134,16 +134,14 @@ def _check_tokenizer(requested: str | None, tokenizer, source: str):
     have = tokenizer_fingerprint(tokenizer)["type"]
     if requested and have != {"char": "char", "gpt2": "tiktoken:gpt2"}.get(requested, requested):
         raise ValueError(f"{source} uses the {have} tokenizer, so --tokenizer {requested} would change what every "
-                         f"token id means. "
-                         "Drop --tokenizer, or start a new run without it.")
+                         "token id means. Drop --tokenizer, or start a new run without it.")
 
 def _refuse_changes(model_over: dict, config: GPTConfig, fixed: set[str], source: str):
     "Refuse model flags that would change what a loaded checkpoint fixes (repeating its own values is fine)."
     changed = sorted(k for k, v in model_over.items() if k in fixed and getattr(config, k) != v)
     if changed:
         fixed_flags = ", ".join(f"--{k.replace('_', '-')} {getattr(config, k)}" for k in changed)
-        raise ValueError(f"{source} fixes " + fixed_flags
-                         + ": drop those flags, or train a new model.")
+        raise ValueError(f"{source} fixes {fixed_flags}: drop those flags, or train a new model.")
 
 def cmd_train(args) -> dict:
     preset = PRESETS[args.preset]

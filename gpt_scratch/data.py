@@ -234,9 +234,8 @@ class GPT2Tokenizer(Tokenizer):
         except Exception as e:
             raise RuntimeError(
                 f"Could not load tiktoken's GPT-2 encoding ({type(e).__name__}: {e}). tiktoken downloads its "
-                f"vocabulary "
-                "files on first use; on an offline machine set TIKTOKEN_CACHE_DIR to a folder that holds them "
-                "(e.g. `export TIKTOKEN_CACHE_DIR=../shared/data/tiktoken`).") from e
+                "vocabulary files on first use; on an offline machine set TIKTOKEN_CACHE_DIR to a folder that holds "
+                "them (e.g. `export TIKTOKEN_CACHE_DIR=../shared/data/tiktoken`).") from e
         self.eot_id = self.encoding.eot_token                                 # <|endoftext|>
 
     @property

@@ -282,11 +282,9 @@ def from_pretrained(cls: GPT, name_or_dir: str | os.PathLike, device: str | torc
             path = Path(snapshot_download(str(name_or_dir), allow_patterns=["config.json", "model.safetensors"]))
         except Exception as e:
             raise FileNotFoundError(f"{str(name_or_dir)!r} is neither a local checkpoint directory nor a model that "
-                                    f"could be "
-                                    f"downloaded from the Hugging Face hub ({type(e).__name__}: {e}). Offline, "
-                                    f"download it "
-                                    "elsewhere (`hf download openai-community/gpt2 config.json model.safetensors "
-                                    "--local-dir gpt2`) and pass its directory.") from None
+                                    f"could be downloaded from the Hugging Face hub ({type(e).__name__}: {e}). "
+                                    "Offline, download it elsewhere (`hf download openai-community/gpt2 config.json "
+                                    "model.safetensors --local-dir gpt2`) and pass its directory.") from None
     if not path.is_dir(): raise NotADirectoryError(f"{str(path)!r} is not a directory; pass the folder holding "
                                                    f"config.json and model.safetensors.")
     cfg_file, weights = path / "config.json", path / "model.safetensors"
