@@ -156,6 +156,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'gpt_scratch.harness.generate': ('harness.html#generate', 'gpt_scratch/harness.py'),
                                      'gpt_scratch.harness.in_test': ('harness.html#in_test', 'gpt_scratch/harness.py'),
                                      'gpt_scratch.harness.lr_at': ('harness.html#lr_at', 'gpt_scratch/harness.py'),
+                                     'gpt_scratch.harness.next_token_probs': ('harness.html#next_token_probs', 'gpt_scratch/harness.py'),
                                      'gpt_scratch.harness.quick': ('harness.html#quick', 'gpt_scratch/harness.py'),
                                      'gpt_scratch.harness.sample_next': ('harness.html#sample_next', 'gpt_scratch/harness.py'),
                                      'gpt_scratch.harness.train': ('harness.html#train', 'gpt_scratch/harness.py')},

@@ -62,9 +62,9 @@ class LMConfig:
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
             if getattr(self, name) < 1: raise ValueError(f"LMConfig.{name} must be >= 1; got {getattr(self, name)}.")
-        if self.n_embd % self.n_head: raise ValueError(f"n_embd={self.n_embd} is not divisible by "
-                                                       f"n_head={self.n_head}; "
-                                                       "each head gets n_embd // n_head dimensions.")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; each head gets n_embd // "
+                             "n_head dimensions.")
         if not 0 <= self.dropout < 1: raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
 
     @property
@@ -92,8 +92,8 @@ class TinyLM(nn.Module):
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         "Logits `(B, T, V)` for token ids `idx` `(B, T)`, and the mean cross-entropy against `targets` when given."
         B, T = idx.shape
-        if T > self.block_size: raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}; crop the "
-                                                 f"input.")
+        if T > self.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}; crop the input.")
         x = self.token_embedding(idx) + self.position_embedding(torch.arange(T, device=idx.device))   # (B, T, C)
         x = self.final_norm(self.body(self.dropout(x)))                                                 # (B, T, C)
         logits = self.lm_head(x)                                                                        # (B, T, V)

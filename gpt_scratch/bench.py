@@ -38,8 +38,8 @@ __all__ = ['SETTINGS', 'time_alternating', 'matmul_ceiling', 'memory_bandwidth',
 def time_alternating(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1,
                      inner: int = 1) -> dict[str, list[float]]:
     "Seconds per call of each function over `reps` rounds; each round calls every function `inner` times, in turn."
-    if reps < 1 or inner < 1 or warmup < 0: raise ValueError(f"need reps >= 1, inner >= 1, warmup >= 0; got {reps}, "
-                                                             f"{inner}, {warmup}.")
+    if reps < 1 or inner < 1 or warmup < 0:
+        raise ValueError(f"need reps >= 1, inner >= 1, warmup >= 0; got {reps}, {inner}, {warmup}.")
     for fn in fns.values():
         for _ in range(warmup): fn()
     times = {name: [] for name in fns}
@@ -214,12 +214,13 @@ def quality_per_time(preset: str, budget_s: float = 600.0, workdir: str | Path |
         model = GPT(replace(p.model, vocab_size=tokenizer.vocab_size))
         trainer = Trainer(model, train_ids, val_ids, cfg, tokenizer, progress=False)
         start = time.time()
-        trainer.fit()
+        stopped_by = trainer.fit()
         seconds = time.time() - start
     val = evaluate_split(trainer.model, val_ids)
     return {"preset": preset, "budget_s": budget_s, "seconds": seconds, "steps": trainer.step,
-            "planned_steps": cfg.steps,
-            "params": trainer.model.num_params(), "dtype": str(trainer.dtype).replace("torch.", ""),
+            "planned_steps": cfg.steps, "stopped_by": stopped_by, "final_lr": trainer.lr,
+            "floor_lr": cfg.lr * cfg.min_lr_ratio, "params": trainer.model.num_params(),
+            "dtype": str(trainer.dtype).replace("torch.", ""),
             "val_loss": val["loss"], "val_tokens": val["tokens"]}
 
 # %% ../nbs/12_bench.ipynb #268fcd5d
@@ -266,7 +267,7 @@ def run(sections: tuple[str, ...] = ("ceilings", "train", "generate", "quality")
         for preset in ("cpu-baby", "cpu"):
             result["quality"].append(q := quality_per_time(preset, budget_s))
             log(f"quality {preset}: val {q['val_loss']:.4f} after {q['seconds']:.0f} s ({q['steps']} of "
-                f"{q['planned_steps']} steps)")
+                f"{q['planned_steps']} steps, stopped by {q['stopped_by']})")
     return result
 
 def format_tables(result: dict) -> str:
@@ -297,11 +298,13 @@ def format_tables(result: dict) -> str:
                        f"{r['tokens_equal_to_ours_cached']}/{gen['new_tokens']} |")
         out.append("")
     if quality := result.get("quality"):
-        out.append("| preset | params | dtype | steps done / planned | wall time | val loss (full split) "
-                   "|\n|---|---:|---|---:|---:|---:|")
+        out.append("| preset | params | dtype | steps done (cap) | stopped by | last lr / floor | wall time | "
+                   "val loss (full split) |\n|---|---:|---|---:|---|---:|---:|---:|")
         for q in quality:
-            out.append(f"| {q['preset']} | {q['params'] / 1e6:.2f}M | {q['dtype']} | {q['steps']:,} / "
-                       f"{q['planned_steps']:,} | {q['seconds']:.0f} s | {q['val_loss']:.4f} |")
+            decayed = f"{q['final_lr'] / q['floor_lr']:.2f}" if "final_lr" in q else "n/a"
+            out.append(f"| {q['preset']} | {q['params'] / 1e6:.2f}M | {q['dtype']} | {q['steps']:,} "
+                       f"({q['planned_steps']:,}) | {q.get('stopped_by', 'n/a')} | {decayed} | {q['seconds']:.0f} s "
+                       f"| {q['val_loss']:.4f} |")
         out.append("")
     return "\n".join(out)
 

@@ -57,10 +57,11 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
 def read_text(path: str | os.PathLike) -> str:
     "Read a UTF-8 text file, with a clear error for a missing, empty, directory or non-UTF-8 path."
     path = Path(path).expanduser()
-    if not path.exists(): raise FileNotFoundError(f"No such file: {str(path)!r}. Check the path (relative paths start "
-                                                  f"at {os.getcwd()!r}).")
-    if path.is_dir(): raise IsADirectoryError(f"{str(path)!r} is a folder; pass the path of a UTF-8 text file inside "
-                                              f"it.")
+    if not path.exists():
+        raise FileNotFoundError(f"No such file: {str(path)!r}. Check the path (relative paths start "
+                                f"at {os.getcwd()!r}).")
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder; pass the path of a UTF-8 text file inside it.")
     raw = path.read_bytes()
     if not raw: raise ValueError(f"{str(path)!r} is empty; a language model needs some text to learn from.")
     try: return raw.decode("utf-8")
@@ -122,8 +123,8 @@ class Tokenizer:
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         "Load a tokenizer written by `save`."
         try: obj = json.loads(read_text(path))
-        except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: "
-                                                           f"{e}).") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: {e}).") from None
         if not isinstance(obj, dict) or obj.pop("type", None) != cls.__name__:
             raise ValueError(f"{str(path)!r} is not a {cls.__name__} file.")
         try: return cls(**obj)
@@ -260,8 +261,8 @@ def _as_ids(ids: Sequence[int] | Tensor, what: str = "token ids") -> Tensor:
     "A 1-D int64 tensor of `ids`, or a clear error."
     ids = ids if isinstance(ids, Tensor) else torch.tensor(list(ids), dtype=torch.long)
     if ids.ndim != 1: raise ValueError(f"{what} must be a 1-D sequence; got shape {tuple(ids.shape)}.")
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool: raise ValueError(f"{what} must be integers; got "
-                                                                                f"{ids.dtype}.")
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(f"{what} must be integers; got {ids.dtype}.")
     return ids.long()
 
 def train_val_split(ids: Sequence[int] | Tensor, train_frac: float = 0.9) -> tuple[Tensor, Tensor]:
@@ -269,8 +270,8 @@ def train_val_split(ids: Sequence[int] | Tensor, train_frac: float = 0.9) -> tup
     if not 0 < train_frac < 1: raise ValueError(f"train_frac must be strictly between 0 and 1; got {train_frac}.")
     ids = _as_ids(ids)
     n = int(len(ids) * train_frac)
-    if n == 0 or n == len(ids): raise ValueError(f"{len(ids)} tokens are too few to split "
-                                                 f"{train_frac:.0%}/{1-train_frac:.0%}.")
+    if n == 0 or n == len(ids):
+        raise ValueError(f"{len(ids)} tokens are too few to split {train_frac:.0%}/{1-train_frac:.0%}.")
     return ids[:n], ids[n:]
 
 # %% ../nbs/00_data.ipynb #4a07fe28
@@ -283,8 +284,8 @@ def char_splits(text: str, train_frac: float = 0.9) -> tuple[CharTokenizer, Tens
 def get_batch(data: Tensor, batch_size: int, block_size: int, *, generator: torch.Generator | None = None,
               device: str | torch.device | None = None) -> tuple[Tensor, Tensor]:
     "Inputs `x` and next-token targets `y`, both `(batch_size, block_size)`, from random windows of `data`."
-    if batch_size < 1 or block_size < 1: raise ValueError(f"batch_size and block_size must be >= 1; got {batch_size} "
-                                                          f"and {block_size}.")
+    if batch_size < 1 or block_size < 1:
+        raise ValueError(f"batch_size and block_size must be >= 1; got {batch_size} and {block_size}.")
     if data.ndim != 1: raise ValueError(f"data must be a 1-D tensor of token ids; got shape {tuple(data.shape)}.")
     if len(data) <= block_size:
         raise ValueError(f"data has {len(data)} tokens but block_size={block_size} needs at least {block_size + 1}: "
@@ -300,8 +301,8 @@ class SlidingWindowDataset(Dataset):
     "Windows of `max_length` token ids starting every `stride` tokens, each with its next-token targets."
     def __init__(self, ids: Sequence[int] | Tensor, max_length: int, stride: int | None = None):
         self.ids, self.max_length, self.stride = _as_ids(ids), max_length, stride or max_length
-        if max_length < 1 or self.stride < 1: raise ValueError(f"max_length and stride must be >= 1; got {max_length} "
-                                                               f"and {stride}.")
+        if max_length < 1 or self.stride < 1:
+            raise ValueError(f"max_length and stride must be >= 1; got {max_length} and {stride}.")
         if len(self.ids) <= max_length:
             raise ValueError(f"{len(self.ids)} tokens are too few for one window of max_length={max_length} "
                              f"(needs {max_length + 1}): use a smaller max_length or more text.")

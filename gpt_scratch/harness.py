@@ -20,8 +20,8 @@ from .data import get_batch
 
 # %% auto #0
 __all__ = ['STAGE_BUDGET', 'estimate_loss', 'TrainConfig', 'in_test', 'quick', 'lr_at', 'configure_optimizer', 'History',
-           'count_params', 'train', 'sample_next', 'check_generate_args', 'generate', 'check_causal', 'check_init_loss',
-           'check_learns']
+           'count_params', 'train', 'next_token_probs', 'sample_next', 'check_generate_args', 'generate',
+           'check_causal', 'check_init_loss', 'check_learns']
 
 # %% ../nbs/01b_harness.ipynb #02682533
 @torch.no_grad()
@@ -65,12 +65,12 @@ class TrainConfig:
             if not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a positive integer; got {v!r}.")
         if self.lr <= 0: raise ValueError(f"lr must be > 0; got {self.lr}.")
         if self.warmup_steps < 0: raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps}.")
-        if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"min_lr_ratio must be in [0, 1]; got "
-                                                             f"{self.min_lr_ratio}.")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}.")
         if self.weight_decay < 0 or self.grad_clip < 0: raise ValueError("weight_decay and grad_clip must be >= 0.")
         for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1: raise ValueError(f"{name} must be in [0, 1); got "
-                                                                  f"{getattr(self, name)}.")
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}.")
 
 def in_test() -> bool:
     "True under `nbdev-test`, which sets `IN_TEST`: experiments shrink so the test suite stays fast."
@@ -127,8 +127,8 @@ def train(model: nn.Module, train_data: Tensor, val_data: Tensor, cfg: TrainConf
           device: str | torch.device | None = None, block_size: int | None = None) -> History:
     "Train `model` on random windows of `train_data` under budget `cfg`, evaluating both splits on a schedule."
     block_size = block_size or getattr(model, "block_size", None)      # windows as long as the model's context
-    if block_size is None: raise ValueError("this model has no fixed context: pass block_size, the training windows' "
-                                            "length.")
+    if block_size is None:
+        raise ValueError("this model has no fixed context: pass block_size, the training windows' length.")
     if device is not None: model.to(device)
     opt = configure_optimizer(model, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -146,8 +146,8 @@ def train(model: nn.Module, train_data: Tensor, val_data: Tensor, cfg: TrainConf
         t0 = time.perf_counter()
         for group in opt.param_groups: group["lr"] = lr_at(step, cfg)
         _, loss = model(*get_batch(train_data, cfg.batch_size, block_size, generator=g, device=device))
-        if not torch.isfinite(loss): raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the "
-                                                              f"learning rate.")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate.")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -160,11 +160,10 @@ def train(model: nn.Module, train_data: Tensor, val_data: Tensor, cfg: TrainConf
     return hist
 
 # %% ../nbs/01b_harness.ipynb #edd4de5f
-def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
-    "Next token ids `(B, 1)` from last-position logits `(B, V)`: greedy if `temperature == 0`, else filtered sampling."
-    if temperature == 0: return logits.argmax(-1, keepdim=True)
-    logits = logits.float() / temperature
+def next_token_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                     top_p: float | None = None) -> Tensor:
+    "The distribution `(B, V)` that `sample_next` draws from: softmax of `logits / temperature`, top-k and top-p kept."
+    logits = logits.float() / temperature                                            # (B, V)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k).values[:, [-1]]                              # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -174,7 +173,13 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
         before = probs.cumsum(-1) - probs                                            # mass of the tokens ranked higher
         sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))    # the top token always survives
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return torch.multinomial(F.softmax(logits, -1), 1, generator=generator)
+    return F.softmax(logits, -1)
+
+def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    "Next token ids `(B, 1)` from last-position logits `(B, V)`: greedy if `temperature == 0`, else a draw."
+    if temperature == 0: return logits.argmax(-1, keepdim=True)
+    return torch.multinomial(next_token_probs(logits, temperature, top_k, top_p), 1, generator=generator)
 
 def check_generate_args(idx: Tensor, max_new_tokens: int, temperature: float, top_k: int | None = None,
                         top_p: float | None = None, vocab_size: int | None = None):

@@ -44,8 +44,8 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1: raise ValueError(f"GPTConfig.{name} must be a positive integer; got "
-                                                                 f"{v!r}.")
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer; got {v!r}.")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head needs n_embd "
                              f"// n_head dimensions.")
@@ -86,8 +86,8 @@ class KVCache:
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         "Store new keys/values `(B, nh, T, hs)`; return all keys and values so far, `(B, nh, pos, hs)`."
         T = k.shape[2]
-        if self.pos + T > self.k.shape[2]: raise ValueError(f"KV cache full: {self.pos} + {T} positions > "
-                                                            f"{self.k.shape[2]}.")
+        if self.pos + T > self.k.shape[2]:
+            raise ValueError(f"KV cache full: {self.pos} + {T} positions > {self.k.shape[2]}.")
         self.k[:, :, self.pos:self.pos + T] = k
         self.v[:, :, self.pos:self.pos + T] = v
         self.pos += T
@@ -227,8 +227,8 @@ def _config_from_hf(hf: dict) -> GPTConfig:
         raise ValueError(f"not a GPT-2 checkpoint: config.json has model_type {hf.get('model_type')!r}, expected "
                          f"'gpt2'.")
     act = hf.get("activation_function", "gelu_new")
-    if act not in ("gelu_new", "gelu_pytorch_tanh"): raise ValueError(f"unsupported activation_function {act!r}: "
-                                                                      f"GPT-2 uses 'gelu_new'.")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"unsupported activation_function {act!r}: GPT-2 uses 'gelu_new'.")
     return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
                      n_head=hf["n_head"],
                      n_embd=hf["n_embd"], bias=True, tie_weights=hf.get("tie_word_embeddings", True))
@@ -285,8 +285,9 @@ def from_pretrained(cls: GPT, name_or_dir: str | os.PathLike, device: str | torc
                                     f"could be downloaded from the Hugging Face hub ({type(e).__name__}: {e}). "
                                     "Offline, download it elsewhere (`hf download openai-community/gpt2 config.json "
                                     "model.safetensors --local-dir gpt2`) and pass its directory.") from None
-    if not path.is_dir(): raise NotADirectoryError(f"{str(path)!r} is not a directory; pass the folder holding "
-                                                   f"config.json and model.safetensors.")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{str(path)!r} is not a directory; pass the folder holding "
+                                 f"config.json and model.safetensors.")
     cfg_file, weights = path / "config.json", path / "model.safetensors"
     for f in (cfg_file, weights):
         if not f.exists():
@@ -295,8 +296,8 @@ def from_pretrained(cls: GPT, name_or_dir: str | os.PathLike, device: str | torc
                     if pickles else "")
             raise FileNotFoundError(f"{str(f)!r} is missing{hint}.")
     try: raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{str(cfg_file)!r} is not valid JSON "
-                                                                             f"({e}).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(cfg_file)!r} is not valid JSON ({e}).") from None
     is_ours = raw.get("format") == "gpt_scratch"
     config = GPTConfig.from_dict(raw["config"]) if is_ours else _config_from_hf(raw)
     config = replace(config, **overrides)

@@ -35,8 +35,8 @@ class Block(nn.Module):
 def stacked_lm(cfg: LMConfig, residual: bool = True, block: Callable[..., nn.Module] | None = None,
                final_norm: nn.Module | None = None) -> TinyLM:
     "Chapter 05's model: `cfg.n_layer` blocks `block(n_embd, n_head, dropout)`; by default `Block`s, residual or not."
-    if block is not None and not residual: raise ValueError("residual=False configures the default Block; pass one or "
-                                                            "the other.")
+    if block is not None and not residual:
+        raise ValueError("residual=False configures the default Block; pass one or the other.")
     block = block or partial(Block, residual=residual)
     return TinyLM(cfg, nn.Sequential(*[block(cfg.n_embd, cfg.n_head, cfg.dropout) for _ in range(cfg.n_layer)]),
                   final_norm)

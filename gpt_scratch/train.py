@@ -42,11 +42,10 @@ def pick_device(preference: str = "auto") -> torch.device:
     "The device to train on: `preference` if given, else CUDA > MPS > CPU."
     if preference != "auto":
         device = torch.device(preference)
-        if device.type == "cuda" and not torch.cuda.is_available(): raise RuntimeError("device 'cuda' requested but "
-                                                                                       "CUDA is not available.")
-        if device.type == "mps" and not torch.backends.mps.is_available(): raise RuntimeError("device 'mps' requested "
-                                                                                              "but MPS is not "
-                                                                                              "available.")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but CUDA is not available.")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError("device 'mps' requested but MPS is not available.")
         return device
     if torch.cuda.is_available(): return torch.device("cuda")
     if torch.backends.mps.is_available(): return torch.device("mps")
@@ -153,8 +152,8 @@ def save_checkpoint(directory: str | os.PathLike, model: GPT, state: dict, token
 def load_trainer_state(directory: str | os.PathLike) -> dict:
     "The trainer state of a checkpoint, loaded without unpickling arbitrary objects."
     path = resolve_checkpoint(directory) / "trainer.pt"
-    if not path.exists(): raise FileNotFoundError(f"{str(path)!r} is missing: this checkpoint holds weights only and "
-                                                  f"cannot be resumed.")
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} is missing: this checkpoint holds weights only and cannot be resumed.")
     try: return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"{str(path)!r} could not be loaded safely ({type(e).__name__}: "
@@ -170,8 +169,8 @@ def load_tokenizer(directory: str | os.PathLike, vocab_size: int | None = None):
     path = Path(directory) / "tokenizer.json"
     if path.exists():
         try: obj = json.loads(read_text(path))
-        except json.JSONDecodeError as e: raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: "
-                                                           f"{e}).") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{str(path)!r} is not a tokenizer file (invalid JSON: {e}).") from None
         kind = obj.get("type")
         if kind in TOKENIZER_TYPES: return TOKENIZER_TYPES[kind].load(path)
         if kind == "tiktoken": return GPT2Tokenizer()                     # as the first edition saved GPT-2's BPE
@@ -328,7 +327,7 @@ class Trainer:
         self.forward = torch.compile(self.ddp or self.model) if cfg.compile else (self.ddp or self.model)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + self.rank)      # each process draws its own batches
         self.step, self.best_val, self.history, self.decay_from = 0, float("inf"), [], None
-        self.elapsed, self.lr = 0.0, 0.0          # seconds trained so far (across resumes); the last step's learning rate
+        self.elapsed, self.lr = 0.0, 0.0        # seconds trained (across resumes), the last step's learning rate
 
     def _on_rank0(self, fn):
         "Run `fn` on rank 0 only; every process returns its result or raises its error, so none waits for a failed one."
