@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import atomic_write, get_batch
-from .model import GPT, GPTConfig, flops_per_token
+from .model import GPT, GPTConfig, as_dtype, flops_per_token
 from .harness import configure_optimizer
 from .train import (PRESETS, Trainer, TrainerConfig, autocast, cpu_has_fast_bf16, evaluate_split,
                                prepare_data,
@@ -31,7 +31,7 @@ from .train import (PRESETS, Trainer, TrainerConfig, autocast, cpu_has_fast_bf16
 
 # %% auto #0
 __all__ = ['SETTINGS', 'time_alternating', 'matmul_ceiling', 'memory_bandwidth', 'mfu', 'hf_gpt2', 'ours_from_hf', 'TrainSetting',
-           'training_steps', 'time_training', 'time_generation', 'quality_per_time', 'machine_info', 'run',
+           'training_steps', 'time_training', 'time_generation', 'quality_per_time', 'machine_info', 'run', 'targets',
            'format_tables', 'main']
 
 # %% ../nbs/12_bench.ipynb #f2ca4ba8
@@ -171,36 +171,40 @@ def _token_times(model: torch.nn.Module, generate: Callable[[], torch.Tensor]) -
     return out, [b - a for a, b in zip(stamps, stamps[1:])]
 
 def time_generation(config: GPTConfig | None = None, prompt_len: int = 16, new_tokens: int = 128, reps: int = 3,
-                    bandwidth: float | None = None) -> dict:
-    """Greedy tokens/s of our `generate` (KV cache and not) and transformers' `generate`, same weights; checks they
-    agree."""
+                    bandwidth: float | None = None, dtype: str = "float32") -> dict:
+    """Greedy tokens/s of our `generate` (KV cache and, in float32, without) and transformers' `generate`, same
+    weights, in `dtype`; how many tokens agree with our float32 cached output, and how far the logits moved."""
     config = config or GPTConfig.from_preset("gpt2")
     torch.manual_seed(0)
     hf = hf_gpt2(config).eval()
     with tempfile.TemporaryDirectory(prefix="gpt-scratch-bench-") as d: ours = ours_from_hf(hf, d).eval()
     prompt = torch.randint(config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = ours.generate(prompt, new_tokens, temperature=0)       # float32 with the cache: the reference
+        reference_logits = ours(prompt)[0][0, -1]
+    if dtype != "float32": ours, hf = ours.to(as_dtype(dtype)), hf.to(as_dtype(dtype))
+    with torch.no_grad(): logit_diff = (ours(prompt)[0][0, -1].float() - reference_logits).abs().max().item()
     hf_kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
                      do_sample=False, use_cache=True, pad_token_id=0)
     fns = {"ours, KV cache": lambda: ours.generate(prompt, new_tokens, temperature=0),
            "ours, no cache": lambda: ours.generate(prompt, new_tokens, temperature=0, use_cache=False),
            "transformers generate": lambda: hf.generate(prompt, **hf_kwargs)}
+    if dtype != "float32": del fns["ours, no cache"]                      # the cache's gain is measured in float32
     outputs = {name: fn() for name, fn in fns.items()}                  # also the warm-up
-    reference = outputs["ours, KV cache"]
     agree = {name: int((out[0, prompt_len:] == reference[0, prompt_len:]).sum()) for name, out in outputs.items()}
     times = time_alternating(fns, reps=reps, warmup=0)
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
     rows = []
     for name, ts in times.items():
         t = median(ts)
-        row = {"model": name, "seconds": t, "tokens_per_s": new_tokens / t, "ms_per_token": 1e3 * t / new_tokens,
-               "tokens_equal_to_ours_cached": agree[name], "times_s": ts}
+        row = {"model": name, "dtype": dtype, "seconds": t, "tokens_per_s": new_tokens / t,
+               "ms_per_token": 1e3 * t / new_tokens, "tokens_equal_to_ours_cached": agree[name], "times_s": ts}
         if bandwidth: row["bandwidth_share"] = weight_bytes / (t / new_tokens) / bandwidth
         rows.append(row)
-    curves = {"ours, KV cache": _token_times(ours, fns["ours, KV cache"])[1],
-              "ours, no cache": _token_times(ours, fns["ours, no cache"])[1],
-              "transformers generate": _token_times(hf, fns["transformers generate"])[1]}
-    return {"config": asdict(config), "prompt_len": prompt_len, "new_tokens": new_tokens, "weight_bytes": weight_bytes,
-            "rows": rows, "per_token_s": curves}
+    curves = {name: _token_times(ours if name.startswith("ours") else hf, fn)[1] for name, fn in fns.items()}
+    return {"config": asdict(config), "dtype": dtype, "prompt_len": prompt_len, "new_tokens": new_tokens,
+            "weight_bytes": weight_bytes, "max_logit_diff_vs_float32": logit_diff, "rows": rows, "per_token_s": curves}
+
 
 # %% ../nbs/12_bench.ipynb #08b5926f
 def quality_per_time(preset: str, budget_s: float = 600.0, workdir: str | Path | None = None, **overrides) -> dict:
@@ -259,9 +263,11 @@ def run(sections: tuple[str, ...] = ("ceilings", "train", "generate", "quality")
                 log("train " + "; ".join(f"{r['setting']} {r['model']} {r['dtype']}: {r['ms_per_step']:.1f} ms/step, "
                                          f"{r['tokens_per_s']:,.0f} tok/s, MFU {r['mfu']:.0%}" for r in rows))
     if "generate" in sections:
-        result["generation"] = time_generation(reps=max(3, reps // 2), bandwidth=bandwidth)
-        rows = result["generation"]["rows"]
-        log("generate " + "; ".join(f"{r['model']}: {r['tokens_per_s']:.1f} tok/s" for r in rows))
+        for dtype in ceilings:                                         # float32, and bfloat16 where it is fast
+            key = "generation" if dtype == "float32" else f"generation_{dtype}"
+            result[key] = time_generation(reps=max(3, reps // 2), bandwidth=bandwidth, dtype=dtype)
+            log(f"generate {dtype} " + "; ".join(f"{r['model']}: {r['tokens_per_s']:.1f} tok/s"
+                                                 for r in result[key]["rows"]))
     if "quality" in sections:
         result["quality"] = []
         for preset in ("cpu-baby", "cpu"):
@@ -269,6 +275,33 @@ def run(sections: tuple[str, ...] = ("ceilings", "train", "generate", "quality")
             log(f"quality {preset}: val {q['val_loss']:.4f} after {q['seconds']:.0f} s ({q['steps']} of "
                 f"{q['planned_steps']} steps, stopped by {q['stopped_by']})")
     return result
+
+def _speed(rows: list[dict], model: str, **match) -> float | None:
+    hit = [r["tokens_per_s"] for r in rows if r["model"] == model and all(r.get(k) == v for k, v in match.items())]
+    return hit[0] if hit else None
+
+def targets(result: dict) -> list[dict]:
+    """The speed and schedule goals this benchmark can check, each with what was measured and whether it was met
+    (rows whose sections were not run are left out)."""
+    out = []
+    def add(target, ratio, goal):
+        if ratio is not None: out.append({"target": target, "measured": f"{ratio:.2f}×", "met": ratio >= goal})
+    train = result.get("training", [])
+    ours, theirs = (_speed(train, m, setting=SETTINGS["nanogpt-cpu"].name, dtype="bfloat16")
+                    for m in ("ours", "transformers"))
+    add("training step, nanoGPT CPU settings, bf16: ≥ 2.5× transformers", ours and theirs and ours / theirs, 2.5)
+    fp32, bf16 = result.get("generation", {}).get("rows", []), result.get("generation_bfloat16", {}).get("rows", [])
+    o32, h32 = _speed(fp32, "ours, KV cache"), _speed(fp32, "transformers generate")
+    o16, h16 = _speed(bf16, "ours, KV cache"), _speed(bf16, "transformers generate")
+    add("generation fp32: ≥ 1.0× transformers", o32 and h32 and o32 / h32, 1.0)
+    add("generation bf16: ≥ 1.7× our fp32", o16 and o32 and o16 / o32, 1.7)
+    add("generation bf16: ≥ 1.2× transformers bf16", o16 and h16 and o16 / h16, 1.2)
+    for q in result.get("quality", []):
+        if "final_lr" in q:
+            out.append({"target": f"{q['preset']}: schedule finished inside its budget",
+                        "measured": f"last lr {q['final_lr'] / q['floor_lr']:.2f}× the floor, {q['seconds']:.0f} s",
+                        "met": q["final_lr"] <= 1.02 * q["floor_lr"] and q["seconds"] <= q["budget_s"] + 30})
+    return out
 
 def format_tables(result: dict) -> str:
     "The result as Markdown tables."
@@ -289,13 +322,17 @@ def format_tables(result: dict) -> str:
                        f"{r['floor_ms']:,.1f} | {r['tokens_per_s']:,.0f} | "
                        f"{r['mfu']:.0%} | {r['tokens_per_s'] / hf['tokens_per_s']:.2f}× |")
         out.append("")
-    if gen := result.get("generation"):
-        out.append(f"| generation, GPT-2 124M fp32, batch 1, {gen['new_tokens']} new tokens | tokens/s | ms/token | "
-                   f"share of copy bandwidth | tokens equal to ours (cached) |\n|---|---:|---:|---:|---:|")
+    for gen in (result[k] for k in ("generation", "generation_bfloat16") if k in result):
+        dtype = gen.get("dtype", "float32")
+        out.append(f"| generation, GPT-2 124M {dtype}, batch 1, {gen['new_tokens']} new tokens | tokens/s | ms/token | "
+                   f"share of copy bandwidth | tokens equal to ours (float32, cached) |\n|---|---:|---:|---:|---:|")
         for r in gen["rows"]:
             out.append(f"| {r['model']} | {r['tokens_per_s']:.1f} | {r['ms_per_token']:.1f} | "
                        f"{r.get('bandwidth_share', float('nan')):.0%} | "
                        f"{r['tokens_equal_to_ours_cached']}/{gen['new_tokens']} |")
+        if dtype != "float32":
+            out.append(f"\nLargest logit difference from float32 after the prompt: "
+                       f"{gen['max_logit_diff_vs_float32']:.3f}")
         out.append("")
     if quality := result.get("quality"):
         out.append("| preset | params | dtype | steps done (cap) | stopped by | last lr / floor | wall time | "
@@ -305,6 +342,11 @@ def format_tables(result: dict) -> str:
             out.append(f"| {q['preset']} | {q['params'] / 1e6:.2f}M | {q['dtype']} | {q['steps']:,} "
                        f"({q['planned_steps']:,}) | {q.get('stopped_by', 'n/a')} | {decayed} | {q['seconds']:.0f} s "
                        f"| {q['val_loss']:.4f} |")
+        out.append("")
+    if rows := targets(result):
+        out.append("| target | measured | met |\n|---|---:|---|")
+        for t in rows:
+            out.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |")
         out.append("")
     return "\n".join(out)
 
