@@ -27,7 +27,8 @@ __all__ = ['build_parser', 'cmd_train', 'cmd_sample', 'cmd_eval', 'main']
 # %% ../nbs/10_cli.ipynb #a2d333da
 _SKIP_MODEL = {"vocab_size"}
 _SKIP_TRAINER = {"out_dir"}
-_SHAPE = {"n_layer", "n_head", "n_embd", "bias", "qkv_bias", "tie_weights"}    # what a loaded model's weights fix
+_SHAPE = {"n_layer", "n_head", "n_embd", "bias", "qkv_bias", "tie_weights",      # what a loaded model's weights fix
+          "pos_emb", "rope_base", "norm", "mlp", "qk_norm", "n_kv_head"}
 
 def _field_type(f, owner) -> type:
     hint = typing.get_type_hints(owner)[f.name]

@@ -19,9 +19,9 @@ from torch import Tensor
 
 from .data import atomic_write
 from .harness import check_generate_args, sample_next
+from .attention import causal_attention
 from .multihead import CausalSelfAttention
-from .mlp import FeedForward
-from .layernorm import LayerNorm
+from .modern import mlp_block, norm_layer, normalise_and_rotate, repeat_kv, RMSNorm
 
 # %% auto #0
 __all__ = ['PRESETS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT', 'flops_per_token', 'as_dtype']
@@ -40,6 +40,12 @@ class GPTConfig:
     qkv_bias: bool | None = None    # bias of the query/key/value projection; None = same as `bias`
     tie_weights: bool = True        # output layer shares the token embedding matrix
     fused_attention: bool = True    # F.scaled_dot_product_attention; False = the hand-written path of chapter 02
+    pos_emb: str = "learned"        # learned: a table of positions added to the embeddings; rope: rotary, in attention
+    rope_base: float = 10000.0      # rope: pair i of a head turns by position · rope_base^(-2i / head_size)
+    norm: str = "layernorm"         # normalisation of ln_1, ln_2, ln_f: layernorm or rmsnorm (a gain, no bias)
+    mlp: str = "gelu"               # MLP: gelu (4x wide), swiglu (gated, 2/3 of 4x wide) or relu2 (squared ReLU, 4x)
+    qk_norm: bool = False           # RMS-normalise each head's queries and keys (learned gain) before RoPE and q·k
+    n_kv_head: int | None = None    # key/value heads (grouped-query attention); must divide n_head; None = n_head
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -51,6 +57,33 @@ class GPTConfig:
                              f"// n_head dimensions.")
         if not 0 <= self.dropout < 1: raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
         if self.qkv_bias is None: self.qkv_bias = self.bias
+        choices = {"pos_emb": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu", "relu2")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GPTConfig.{name} must be one of {', '.join(map(repr, allowed))}; got "
+                                 f"{getattr(self, name)!r}.")
+        if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"pos_emb='rope' turns pairs of dimensions, so the head size n_embd // n_head must be "
+                             f"even; got {self.n_embd} // {self.n_head} = {self.n_embd // self.n_head}. Change n_embd "
+                             f"or n_head.")
+        if not isinstance(self.rope_base, (int, float)) or not self.rope_base > 1:
+            raise ValueError(f"rope_base must be a number > 1 (10000.0 in most models); got {self.rope_base!r}.")
+        if not isinstance(self.qk_norm, bool): raise ValueError(f"qk_norm must be True or False; got {self.qk_norm!r}.")
+        if self.n_kv_head is not None:
+            if not isinstance(self.n_kv_head, int) or self.n_kv_head < 1:
+                raise ValueError(f"n_kv_head must be a positive integer or None (= n_head); got {self.n_kv_head!r}.")
+            if self.n_head % self.n_kv_head:
+                divisors = [d for d in range(1, self.n_head + 1) if self.n_head % d == 0]
+                raise ValueError(f"n_kv_head={self.n_kv_head} does not divide n_head={self.n_head}: each key/value "
+                                 f"head is shared by n_head // n_kv_head query heads. Choose one of {divisors}.")
+
+    @property
+    def kv_heads(self) -> int:
+        "Key/value heads per layer: `n_kv_head`, or `n_head` when it is None (multi-head attention)."
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_size(self) -> int: return self.n_embd // self.n_head
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> GPTConfig:
@@ -60,7 +93,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
-        "A config from a dict of its fields; unknown keys are an error."
+        "A config from a dict of its fields (missing ones take their defaults: older files load); unknown keys fail."
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown: raise ValueError(f"unknown GPTConfig fields: {sorted(unknown)}.")
         return cls(**d)
@@ -77,7 +110,8 @@ PRESETS: dict[str, GPTConfig] = {
 
 # %% ../nbs/08_gpt.ipynb #90c2491a
 class KVCache:
-    "Preallocated keys and values of one attention layer: `(B, n_head, max_len, head_size)` each, filled up to `pos`."
+    """Preallocated keys and values of one attention layer: `(B, n_head, max_len, head_size)` each, filled up to `pos`;
+    `n_head` is the number of key/value heads stored (`n_kv_head` under grouped-query attention)."""
     def __init__(self, batch_size: int, n_head: int, max_len: int, head_size: int, dtype=torch.float32, device=None):
         self.k = torch.zeros(batch_size, n_head, max_len, head_size, dtype=dtype, device=device)
         self.v = torch.zeros_like(self.k)
@@ -93,24 +127,65 @@ class KVCache:
         self.pos += T
         return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
 
+    @property
+    def nbytes(self) -> int:
+        "Memory the cache holds, keys and values for all `max_len` positions, in bytes."
+        return self.k.nbytes + self.v.nbytes
+
 class GPTAttention(CausalSelfAttention):
-    "Chapter 03's batched causal self-attention that reads and extends a `KVCache` when given one."
+    """Chapter 03's batched causal self-attention that reads and extends a `KVCache` when given one. Chapter 13's
+    options: `n_kv_head` key/value heads shared by groups of query heads, rotary positions (`rope_base`), QK-norm."""
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fused: bool = True,
+                 qkv_bias: bool | None = None, n_kv_head: int | None = None, rope_base: float | None = None,
+                 qk_norm: bool = False):
+        super().__init__(n_embd, n_head, dropout, bias, fused, qkv_bias)
+        self.n_kv_head, self.head_size, self.rope_base = n_kv_head or n_head, n_embd // n_head, rope_base
+        if n_head % self.n_kv_head:
+            raise ValueError(f"n_kv_head={self.n_kv_head} does not divide n_head={n_head}.")
+        if self.n_kv_head != n_head:             # queries for every head, keys and values for n_kv_head heads only
+            kv_width = self.n_kv_head * self.head_size
+            self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv_width, bias=self.c_attn.bias is not None)
+        self.q_norm = RMSNorm(self.head_size) if qk_norm else None        # one gain per dimension, shared by heads
+        self.k_norm = RMSNorm(self.head_size) if qk_norm else None
+
+    def split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        "Queries `(B, n_head, T, hs)`, keys and values `(B, n_kv_head, T, hs)` for `x` `(B, T, C)`."
+        B, T, C = x.shape
+        kv_width = self.n_kv_head * self.head_size
+        q, k, v = self.c_attn(x).split([C, kv_width, kv_width], dim=-1)        # (B, T, C), 2 x (B, T, kv_width)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)          # (B, nh, T, hs)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2) for t in (k, v))   # (B, nkv, T, hs)
+        return q, k, v
+
+    def queries_keys_values(self, x: Tensor, cache: KVCache | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Queries `(B, nh, T, hs)` of `x`, keys and values of every position so far `(B, nh, start + T, hs)` (shared
+        heads repeated), and `start`, the number of positions cached before `x`."""
+        start = cache.pos if cache is not None else 0                              # positions already cached
+        q, k, v = self.split_heads(x)                                              # (B, nh | nkv, T, hs)
+        q, k = normalise_and_rotate(q, k, start, self.q_norm, self.k_norm, self.rope_base)
+        if cache is not None: k, v = cache.append(k, v)                            # (B, nkv, start + T, hs)
+        return q, repeat_kv(k, self.n_head), repeat_kv(v, self.n_head), start
+
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:        # x: (B, T, C)
         B, T, C = x.shape
-        start = cache.pos if cache is not None else 0                              # positions already cached
-        q, k, v = self.split_heads(x)                                              # (B, nh, T, hs)
-        if cache is not None: k, v = cache.append(k, v)                            # (B, nh, start + T, hs)
+        q, k, v, start = self.queries_keys_values(x, cache)                        # (B, nh, T | start + T, hs)
         y = self.attend(q, k, v, start)                                            # (B, nh, T, hs)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))   # (B, T, C)
+
+    def attention_weights(self, x: Tensor) -> Tensor:
+        "The `(B, n_head, T, T)` attention weights for inputs `x`, for plotting."
+        return causal_attention(*self.queries_keys_values(x)[:3], return_weights=True)[1]
 
 class GPTBlock(nn.Module):
     "Chapter 06's pre-LN block, its attention able to use a KV cache: x = x + attn(LN(x)); x = x + mlp(LN(x))."
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.ln_1 = LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.attn = GPTAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, cfg.fused_attention, cfg.qkv_bias)
-        self.ln_2 = LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = FeedForward(cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
+        self.ln_1 = norm_layer(cfg.norm, cfg.n_embd, bias=cfg.bias)
+        self.attn = GPTAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, cfg.fused_attention, cfg.qkv_bias,
+                                 n_kv_head=cfg.n_kv_head, rope_base=cfg.rope_base if cfg.pos_emb == "rope" else None,
+                                 qk_norm=cfg.qk_norm)
+        self.ln_2 = norm_layer(cfg.norm, cfg.n_embd, bias=cfg.bias)
+        self.mlp = mlp_block(cfg.mlp, cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:       # x: (B, T, C)
         x = x + self.attn(self.ln_1(x), cache)                                     # communicate
@@ -118,16 +193,18 @@ class GPTBlock(nn.Module):
 
 # %% ../nbs/08_gpt.ipynb #1cdef8cc
 class GPT(nn.Module):
-    "GPT-2: token and position embeddings, `n_layer` pre-LN blocks, a final LayerNorm, a (tied) output layer."
+    """GPT-2: token and position embeddings, `n_layer` pre-LN blocks, a final LayerNorm, a (tied) output layer; with
+    `pos_emb='rope'` no position embeddings (the attention rotates queries and keys instead)."""
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
+        learned = config.pos_emb == "learned"
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+            **(dict(wpe=nn.Embedding(config.block_size, config.n_embd)) if learned else {}),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([GPTBlock(config) for _ in range(config.n_layer)]),
-            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=norm_layer(config.norm, config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights: self.lm_head.weight = self.transformer.wte.weight
@@ -159,8 +236,9 @@ class GPT(nn.Module):
         if check_ids and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
             raise ValueError(f"token ids must be in [0, {self.config.vocab_size}); got values from {int(idx.min())} "
                              f"to {int(idx.max())}.")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))   # (B, T, C)
+        x = self.transformer.wte(idx)                                                       # (B, T, C)
+        if "wpe" in self.transformer: x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.transformer.drop(x)                                                        # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, caches[i] if caches else None)                                     # (B, T, C)
         logits = self.lm_head(self.transformer.ln_f(x))                                     # (B, T, V)
@@ -171,11 +249,20 @@ class GPT(nn.Module):
     def num_params(self, non_embedding: bool = False) -> int:
         "Parameter count, shared (tied) tensors counted once; `non_embedding` leaves out the position embeddings."
         n = sum(p.numel() for p in self.parameters())                 # .parameters() yields a tied tensor once
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        has_wpe = "wpe" in self.transformer                            # none with rotary positions
+        return n - self.transformer.wpe.weight.numel() if non_embedding and has_wpe else n
+
+    def make_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
+        "One empty `KVCache` per layer for `max_len` positions (default `block_size`), in the model's dtype and device."
+        cfg, w = self.config, self.lm_head.weight
+        return [KVCache(batch_size, cfg.kv_heads, max_len or cfg.block_size, cfg.head_size, w.dtype, w.device)
+                for _ in range(cfg.n_layer)]
 
 # %% ../nbs/08_gpt.ipynb #5a994d8d
 def flops_per_token(config: GPTConfig, seq_len: int | None = None, training: bool = True) -> float:
-    "Model FLOPs per token: 6N + 12·L·C·T for training (2N + 4·L·C·T forward only), N without position embeddings."
+    """Model FLOPs per token: 6N + 12·L·C·T for training (2N + 4·L·C·T forward only), N without position
+    embeddings (a rotary model has none; its rotations, a few FLOPs per query and key, are left out like the
+    softmax)."""
     T = seq_len or config.block_size
     with torch.device("meta"): N = GPT(config).num_params(non_embedding=True)
     per_token_fwd = 2 * N + 4 * config.n_layer * config.n_embd * T
@@ -191,7 +278,7 @@ def generate(self: GPT, idx: Tensor, max_new_tokens: int, temperature: float = 1
     check_generate_args(idx, max_new_tokens, temperature, top_k, top_p, self.config.vocab_size)
     was_training = self.training
     self.eval()
-    cfg, block = self.config, self.config.block_size
+    block = self.config.block_size
     idx = idx[:, -block:] if idx.shape[1] > block else idx
     done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     caches, fed = None, 0                                   # `fed`: how many tokens of idx the caches hold
@@ -200,9 +287,7 @@ def generate(self: GPT, idx: Tensor, max_new_tokens: int, temperature: float = 1
             logits = self(idx[:, -block:])[0]
         elif caches is None or idx.shape[1] > block:        # (re)fill the cache from the last `block` tokens
             context = idx[:, -block:]
-            caches = [KVCache(idx.shape[0], cfg.n_head, block, cfg.n_embd // cfg.n_head, self.lm_head.weight.dtype,
-                              idx.device)
-                      for _ in range(cfg.n_layer)]
+            caches = self.make_caches(idx.shape[0])        # n_kv_head heads each: smaller under grouped-query attention
             logits = self(context, caches=caches)[0]
             fed = idx.shape[1]
         else:                                               # only the tokens the cache has not seen
@@ -327,10 +412,12 @@ def save_pretrained(self: GPT, directory: str | os.PathLike) -> Path:
 
 @patch
 def crop_block_size(self: GPT, block_size: int) -> GPT:
-    "Keep the first `block_size` position embeddings only: a shorter context, to fine-tune or sample with less memory."
+    """Keep the first `block_size` position embeddings only (with rotary positions there are none: only the context
+    shrinks): a shorter context, to fine-tune or sample with less memory."""
     if not 1 <= block_size <= self.config.block_size:
         raise ValueError(f"block_size must be between 1 and this model's {self.config.block_size} positions; got "
                          f"{block_size}.")
-    self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].detach().clone())
+    if "wpe" in self.transformer:
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].detach().clone())
     self.config = replace(self.config, block_size=block_size)
     return self

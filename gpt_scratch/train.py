@@ -80,6 +80,8 @@ class TrainerConfig(TrainConfig):
     dtype: str = "auto"               # autocast format: float32, bfloat16, float16, or auto (bf16 where fast)
     compile: bool = False             # torch.compile the model before training
     max_seconds: float = 0.0          # stop after this much wall-clock time (0 = no limit), then evaluate and save
+    optimizer: str = "adamw"          # adamw, or muon: Muon on the blocks' matrices, AdamW on the rest (chapter 13)
+    muon_lr: float = 0.02             # Muon's peak learning rate (optimizer=muon), on the same schedule as lr
 
     def __post_init__(self):
         super().__post_init__()                                          # chapter 01b's checks of the shared fields
@@ -87,6 +89,9 @@ class TrainerConfig(TrainConfig):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a positive integer; got {v!r}.")
         if self.max_seconds < 0: raise ValueError(f"max_seconds must be >= 0 (0 = no limit); got {self.max_seconds}.")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"optimizer must be 'adamw' or 'muon'; got {self.optimizer!r}.")
+        if not self.muon_lr > 0: raise ValueError(f"muon_lr must be > 0 (0.02 is a good start); got {self.muon_lr}.")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainerConfig:
@@ -293,6 +298,8 @@ def claim_run_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Pat
     return out
 
 # %% ../nbs/09_gpu_training.ipynb #0c2c85ea
+from .modern import muon_optimizers
+
 class Trainer:
     "Trains a `GPT` on token streams under a `TrainerConfig`, with evaluation, checkpoints and resumption."
     def __init__(self, model: GPT, train_data: Tensor, val_data: Tensor, cfg: TrainerConfig, tokenizer=None,
@@ -319,7 +326,9 @@ class Trainer:
         self._on_rank0(lambda: (None if _resuming else claim_run_folder(self.out, overwrite),
                                 check_writable(self.out, checkpoint_bytes(model))))
         self.model, self.train_data, self.val_data = model.to(self.device), train_data, val_data
-        self.optimizer = configure_optimizer(self.model, cfg, fused=self.device.type in ("cuda", "cpu"))
+        if cfg.optimizer == "muon":       # one optimiser holding Muon's and AdamW's groups (chapter 13)
+            self.optimizer = muon_optimizers(self.model, cfg, cfg.muon_lr)
+        else: self.optimizer = configure_optimizer(self.model, cfg, fused=self.device.type in ("cuda", "cpu"))
         self.scaler = torch.amp.GradScaler(enabled=self.dtype == torch.float16)
         from torch.nn.parallel import DistributedDataParallel as DDP
         gpu = [self.device.index] if self.device.type == "cuda" else None
