@@ -179,6 +179,7 @@ def cmd_train(args) -> dict:
             run_info["init_from"] = str(args.init_from)
         else:
             tokenizer = build_tokenizer(args.tokenizer or preset.tokenizer, text)
+            if "bias" in model_over: model_over.setdefault("qkv_bias", model_over["bias"])   # --no-bias: q/k/v's too
             model = GPT(replace(preset.model, vocab_size=tokenizer.vocab_size, **model_over))
         run_info["tokenizer"] = tokenizer_fingerprint(tokenizer)
         train_ids, val_ids = train_val_split(tokenizer.encode(text))

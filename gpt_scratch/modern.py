@@ -117,13 +117,13 @@ def normalise_and_rotate(q: Tensor, k: Tensor, start: int = 0, q_norm: nn.Module
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)     # Keller Jordan's quintic: steep at 0, singular values near 1 in 5 steps
 
 def newton_schulz(G: Tensor, steps: int = 5, coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
-                  eps: float = 1e-7) -> Tensor:
+                  eps: float = 1e-7, dtype: torch.dtype = torch.float32) -> Tensor:
     """About U Vᵀ for G = U S Vᵀ (the semi-orthogonal matrix nearest to G): `steps` iterations of
-    X ← aX + b(XXᵀ)X + c(XXᵀ)²X from X = G / ‖G‖_F, in float32, over the last two dimensions; returned in `G`'s
-    dtype."""
+    X ← aX + b(XXᵀ)X + c(XXᵀ)²X from X = G / ‖G‖_F, computed in `dtype`, over the last two dimensions (a stack of
+    matrices at once); returned in `G`'s dtype."""
     if G.ndim < 2: raise ValueError(f"newton_schulz orthogonalises matrices; got shape {tuple(G.shape)}.")
     a, b, c = coefficients
-    X = G.float()
+    X = G.to(dtype)
     tall = X.shape[-2] > X.shape[-1]
     if tall: X = X.mT                                              # (c, r): X Xᵀ is then the smaller Gram matrix
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)             # every singular value <= 1
@@ -137,16 +137,19 @@ class Muon(torch.optim.Optimizer):
     """Muon for the parameter groups with `use_muon=True` (the default): Nesterov momentum, orthogonalised by
     `newton_schulz` part by part (`splits`: row counts, or None for the whole matrix), scaled by √max(1, rows/cols),
     decoupled weight decay. Groups with `use_muon=False` take AdamW steps with `betas` and `eps`. A group's step size
-    is `lr * lr_ratio`."""
+    is `lr * lr_ratio`. `ns_dtype` is the precision of the Newton–Schulz products (bfloat16 halves their cost where
+    the hardware multiplies it natively)."""
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
-                 use_muon: bool = True, lr_ratio: float = 1.0, splits: tuple[int, ...] | None = None):
+                 use_muon: bool = True, lr_ratio: float = 1.0, splits: tuple[int, ...] | None = None,
+                 ns_dtype: torch.dtype = torch.float32):
         if not lr > 0: raise ValueError(f"lr must be > 0; got {lr}.")
         if not 0 <= momentum < 1: raise ValueError(f"momentum must be in [0, 1); got {momentum}.")
         if weight_decay < 0: raise ValueError(f"weight_decay must be >= 0; got {weight_decay}.")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay,
                         betas=betas, eps=eps, use_muon=use_muon, lr_ratio=lr_ratio, splits=splits)
         super().__init__(params, defaults)
+        self.ns_dtype = ns_dtype
         for group in self.param_groups:
             if not group["use_muon"]: continue
             shapes = [tuple(p.shape) for p in group["params"] if p.ndim != 2]
@@ -165,42 +168,67 @@ class Muon(torch.optim.Optimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
+        muon = []                                                              # (group, its params, their updates)
         for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params: continue
+            if group["use_muon"]: muon.append((group, params, self._nesterov(params, group)))
+            else: self._adamw_step(params, group, group["lr"] * group["lr_ratio"])
+        self._orthogonalise(muon)
+        for group, params, updates in muon:
             lr = group["lr"] * group["lr_ratio"]
-            for p in group["params"]:
-                if p.grad is None: continue
-                (self._muon_step if group["use_muon"] else self._adamw_step)(p, group, lr)
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])       # decoupled weight decay
+            torch._foreach_add_(params, [u.to(p.dtype) for u, p in zip(updates, params)], alpha=-lr)
         return loss
 
-    def _muon_step(self, p: Tensor, group: dict, lr: float):
-        g, state, mu = p.grad, self.state[p], group["momentum"]
-        if "momentum_buffer" not in state: state["momentum_buffer"] = torch.zeros_like(g)
-        buf = state["momentum_buffer"].mul_(mu).add_(g)                        # M <- μM + G
-        u = g.add(buf, alpha=mu) if group["nesterov"] else buf                 # Nesterov: G + μM
-        parts = u.split(list(group["splits"])) if group["splits"] else (u,)    # e.g. W_Q, W_K, W_V of c_attn
-        update = torch.cat([newton_schulz(part, group["ns_steps"]) * max(1.0, part.shape[0] / part.shape[1]) ** 0.5
-                            for part in parts])
-        p.mul_(1 - lr * group["weight_decay"])
-        p.add_(update.to(p.dtype), alpha=-lr)
+    def _nesterov(self, params: list[Tensor], group: dict) -> list[Tensor]:
+        grads, mu = [p.grad for p in params], group["momentum"]
+        for p in params:
+            if "momentum_buffer" not in self.state[p]: self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
+        bufs = [self.state[p]["momentum_buffer"] for p in params]
+        torch._foreach_mul_(bufs, mu); torch._foreach_add_(bufs, grads)      # M <- μM + G
+        return list(torch._foreach_add(grads, bufs, alpha=mu)) if group["nesterov"] else bufs  # Nesterov: G + μM
 
-    def _adamw_step(self, p: Tensor, group: dict, lr: float):
-        g, state = p.grad, self.state[p]
+    def _orthogonalise(self, muon: list):
+        """Replace every update by its orthogonalised parts, shape-scaled. Parts of one shape (W_Q, W_K, W_V and c_proj
+        of every block, say) go through `newton_schulz` as one stack: a few large operations, not many small ones."""
+        pieces, stacks = [], {}                  # pieces[i]: the parts of update i; stacks: (n, rows, cols) each
+        for group, _, updates in muon:
+            for u in updates:
+                parts = u.split(list(group["splits"])) if group["splits"] else (u,)   # e.g. W_Q, W_K, W_V of c_attn
+                pieces.append(list(parts))
+                for j, part in enumerate(parts):
+                    stacks.setdefault((tuple(part.shape), group["ns_steps"]), []).append((len(pieces) - 1, j))
+        for (shape, steps), where in stacks.items():
+            ortho = newton_schulz(torch.stack([pieces[i][j] for i, j in where]), steps, dtype=self.ns_dtype)
+            ortho *= max(1.0, shape[0] / shape[1]) ** 0.5
+            for (i, j), o in zip(where, ortho): pieces[i][j] = o
+        i = 0
+        for _, _, updates in muon:
+            for k in range(len(updates)):
+                updates[k] = torch.cat(pieces[i]) if len(pieces[i]) > 1 else pieces[i][0]; i += 1
+
+    def _adamw_step(self, params: list[Tensor], group: dict, lr: float):
         (beta1, beta2), eps = group["betas"], group["eps"]
-        if not state:
-            state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
-        state["step"] += 1
-        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        p.mul_(1 - lr * group["weight_decay"])                                 # decoupled weight decay
-        m.lerp_(g, 1 - beta1)                                                  # running mean of the gradient
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)                          # ... and of its square
-        denom = (v / (1 - beta2 ** t)).sqrt_().add_(eps)
-        p.addcdiv_(m, denom, value=-lr / (1 - beta1 ** t))
+        grads, states = [p.grad for p in params], [self.state[p] for p in params]
+        for p, state in zip(params, states):
+            if not state: state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            state["step"] += 1
+        m, v = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+        torch._foreach_mul_(params, 1 - lr * group["weight_decay"])           # decoupled weight decay
+        torch._foreach_lerp_(m, grads, 1 - beta1)                              # running mean of the gradient
+        torch._foreach_mul_(v, beta2); torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)   # ... of its square
+        denom = torch._foreach_div(v, [1 - beta2 ** s["step"] for s in states])
+        torch._foreach_sqrt_(denom); torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, m, denom, [-lr / (1 - beta1 ** s["step"]) for s in states])
 
 # %% ../nbs/13_after_gpt2.ipynb #907d04bc
-def muon_optimizers(model: nn.Module, cfg: TrainConfig, muon_lr: float = 0.02, momentum: float = 0.95) -> Muon:
+def muon_optimizers(model: nn.Module, cfg: TrainConfig, muon_lr: float = 0.02, momentum: float = 0.95,
+                    ns_dtype: torch.dtype = torch.float32) -> Muon:
     """One `Muon` for a GPT: Muon on the 2-D weights inside `model.transformer.h` (fused q/k/v and gate/up matrices
     part by part), AdamW with chapter 01b's `configure_optimizer` groups on every other parameter. Every group's `lr`
-    is `cfg.lr`; Muon's step `muon_lr / cfg.lr` times further, with weight decay scaled down by the same factor."""
+    is `cfg.lr`; Muon's step `muon_lr / cfg.lr` times further, with weight decay scaled down by the same factor.
+    Newton–Schulz runs in `ns_dtype`."""
     blocks = model.get_submodule("transformer.h")
     splits = {}                                                     # id of a fused matrix -> row counts of its parts
     for module in blocks.modules():
@@ -221,7 +249,7 @@ def muon_optimizers(model: nn.Module, cfg: TrainConfig, muon_lr: float = 0.02, m
               for s, ps in by_split.items()]
     groups += [{"params": g["params"], "use_muon": False, "weight_decay": g["weight_decay"]}
                for g in configure_optimizer(rest, cfg).param_groups]
-    return Muon(groups, lr=cfg.lr, momentum=momentum, betas=(cfg.beta1, cfg.beta2))
+    return Muon(groups, lr=cfg.lr, momentum=momentum, betas=(cfg.beta1, cfg.beta2), ns_dtype=ns_dtype)
 
 # %% ../nbs/13_after_gpt2.ipynb #5543ef1a
 def repeat_kv(x: Tensor, n_head: int) -> Tensor:

@@ -29,6 +29,7 @@ from .data import (CharTokenizer, GPT2Tokenizer, SimpleTokenizer, SlidingWindowD
 from .bpe import BPETokenizer, train_bpe
 from .harness import TrainConfig, configure_optimizer, estimate_loss, lr_at
 from .model import GPT, GPTConfig, PRESETS as MODEL_PRESETS, as_dtype
+from .modern import muon_optimizers
 
 # %% auto #0
 __all__ = ['TOKENIZER_TYPES', 'RUN_FILES', 'PRESETS', 'pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast',
@@ -298,8 +299,6 @@ def claim_run_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Pat
     return out
 
 # %% ../nbs/09_gpu_training.ipynb #0c2c85ea
-from .modern import muon_optimizers
-
 class Trainer:
     "Trains a `GPT` on token streams under a `TrainerConfig`, with evaluation, checkpoints and resumption."
     def __init__(self, model: GPT, train_data: Tensor, val_data: Tensor, cfg: TrainerConfig, tokenizer=None,
@@ -327,7 +326,8 @@ class Trainer:
                                 check_writable(self.out, checkpoint_bytes(model))))
         self.model, self.train_data, self.val_data = model.to(self.device), train_data, val_data
         if cfg.optimizer == "muon":       # one optimiser holding Muon's and AdamW's groups (chapter 13)
-            self.optimizer = muon_optimizers(self.model, cfg, cfg.muon_lr)
+            ns_dtype = torch.bfloat16 if self.dtype == torch.bfloat16 else torch.float32   # as the forward pass
+            self.optimizer = muon_optimizers(self.model, cfg, cfg.muon_lr, ns_dtype=ns_dtype)
         else: self.optimizer = configure_optimizer(self.model, cfg, fused=self.device.type in ("cuda", "cpu"))
         self.scaler = torch.amp.GradScaler(enabled=self.dtype == torch.float16)
         from torch.nn.parallel import DistributedDataParallel as DDP
