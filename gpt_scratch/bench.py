@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,11 +29,10 @@ from .train import (PRESETS, Trainer, TrainerConfig, autocast, cpu_has_fast_bf16
                                prepare_data,
                                setup_training)
 
-
 # %% auto #0
-__all__ = ['SETTINGS', 'time_alternating', 'matmul_ceiling', 'memory_bandwidth', 'mfu', 'hf_gpt2', 'ours_from_hf', 'TrainSetting',
-           'training_steps', 'time_training', 'time_generation', 'quality_per_time', 'machine_info', 'run', 'targets',
-           'format_tables', 'main']
+__all__ = ['SETTINGS', 'NANOGPT_CPU_RECIPE', 'QUALITY_PRESETS', 'time_alternating', 'matmul_ceiling', 'memory_bandwidth', 'mfu',
+           'hf_gpt2', 'ours_from_hf', 'TrainSetting', 'training_steps', 'time_training', 'time_generation',
+           'quality_per_time', 'time_against_nanogpt', 'machine_info', 'run', 'targets', 'format_tables', 'main']
 
 # %% ../nbs/12_bench.ipynb #f2ca4ba8
 def time_alternating(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1,
@@ -227,6 +227,33 @@ def quality_per_time(preset: str, budget_s: float = 600.0, workdir: str | Path |
             "dtype": str(trainer.dtype).replace("torch.", ""),
             "val_loss": val["loss"], "val_tokens": val["tokens"]}
 
+# %% ../nbs/12_bench.ipynb #12a0c002
+NANOGPT_CPU_RECIPE = ("config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
+                      "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
+                      "--n_embd=128", "--dropout=0.0")        # nanoGPT README's "baby GPT" on a CPU
+
+def time_against_nanogpt(nanogpt_dir: str | Path, steps: int = 400, reps: int = 3) -> dict:
+    """Whole-process wall time of nanoGPT's `train.py` at its README's CPU recipe and of `gpt-scratch train --preset
+    cpu-baby` for `steps` steps each: fresh processes, alternating, one warm-up round, then `reps` rounds."""
+    root = Path(nanogpt_dir).expanduser()
+    if not (root / "train.py").is_file() or not (root / "data" / "shakespeare_char" / "train.bin").is_file():
+        raise FileNotFoundError(f"{root} is not a prepared nanoGPT checkout: clone https://github.com/karpathy/nanoGPT "
+                                f"there and run `python data/shakespeare_char/prepare.py` inside it.")
+    if not isinstance(steps, int) or steps < 1: raise ValueError(f"steps must be a positive integer; got {steps!r}.")
+    def launch(cmd: list[str], cwd: Path | None):
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd[:3])} … failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    with tempfile.TemporaryDirectory(prefix="gpt-scratch-nanogpt-") as tmp:
+        commands = {
+            "nanoGPT train.py": ([sys.executable, "train.py", *NANOGPT_CPU_RECIPE, f"--max_iters={steps}",
+                                  f"--lr_decay_iters={steps}", f"--out_dir={tmp}/nanogpt"], root),
+            "gpt-scratch train": ([sys.executable, "-m", "gpt_scratch.cli", "train", "--preset", "cpu-baby", "--steps",
+                                   str(steps), "--out", f"{tmp}/ours", "--overwrite", "--no-progress"], None)}
+        times = time_alternating({name: (lambda c=c: launch(*c)) for name, c in commands.items()}, reps=reps, warmup=1)
+    return {"steps": steps, "times_s": times, "seconds": {name: median(ts) for name, ts in times.items()},
+            "speedup": median(times["nanoGPT train.py"]) / median(times["gpt-scratch train"])}
+
 # %% ../nbs/12_bench.ipynb #268fcd5d
 def machine_info() -> dict:
     "CPU model, core count, torch version and threads: what a result depends on."
@@ -238,9 +265,13 @@ def machine_info() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "native_bf16": cpu_has_fast_bf16(), "python": platform.python_version(), "date": date.today().isoformat()}
 
+QUALITY_PRESETS = ("cpu-baby", "cpu", "cpu-modern")
+
 def run(sections: tuple[str, ...] = ("ceilings", "train", "generate", "quality"), reps: int = 5,
-        budget_s: float = 600.0, log: Callable[[str], None] = print) -> dict:
-    "Measure the chosen sections in one process; returns everything measured and the machine it ran on."
+        budget_s: float = 600.0, log: Callable[[str], None] = print, presets: tuple[str, ...] = QUALITY_PRESETS,
+        nanogpt_dir: str | Path | None = None) -> dict:
+    """Measure the chosen sections in one process (the `nanogpt` section, in fresh processes, needs `nanogpt_dir`);
+    returns everything measured and the machine it ran on."""
     result = {"machine": machine_info(), "sections": list(sections)}
     log(f"machine: {result['machine']}")
     fp32 = matmul_ceiling(reps=reps)
@@ -270,10 +301,13 @@ def run(sections: tuple[str, ...] = ("ceilings", "train", "generate", "quality")
                                                  for r in result[key]["rows"]))
     if "quality" in sections:
         result["quality"] = []
-        for preset in ("cpu-baby", "cpu", "cpu-modern"):
+        for preset in presets:
             result["quality"].append(q := quality_per_time(preset, budget_s))
             log(f"quality {preset}: val {q['val_loss']:.4f} after {q['seconds']:.0f} s ({q['steps']} of "
                 f"{q['planned_steps']} steps, stopped by {q['stopped_by']})")
+    if "nanogpt" in sections:
+        result["nanogpt"] = vs = time_against_nanogpt(nanogpt_dir, reps=max(3, reps // 2))
+        log("nanogpt " + "; ".join(f"{k}: {v:.1f} s" for k, v in vs["seconds"].items()) + f"; {vs['speedup']:.2f}×")
     return result
 
 def _speed(rows: list[dict], model: str, **match) -> float | None:
@@ -290,6 +324,8 @@ def targets(result: dict) -> list[dict]:
     ours, theirs = (_speed(train, m, setting=SETTINGS["nanogpt-cpu"].name, dtype="bfloat16")
                     for m in ("ours", "transformers"))
     add("training step, nanoGPT CPU settings, bf16: ≥ 2.5× transformers", ours and theirs and ours / theirs, 2.5)
+    if vs := result.get("nanogpt"):
+        add(f"whole-process training, nanoGPT's CPU recipe, {vs['steps']} steps: ≥ 2× nanoGPT train.py", vs["speedup"], 2.0)
     fp32, bf16 = result.get("generation", {}).get("rows", []), result.get("generation_bfloat16", {}).get("rows", [])
     o32, h32 = _speed(fp32, "ours, KV cache"), _speed(fp32, "transformers generate")
     o16, h16 = _speed(bf16, "ours, KV cache"), _speed(bf16, "transformers generate")
@@ -347,6 +383,10 @@ def format_tables(result: dict) -> str:
                        f"({q['planned_steps']:,}) | {q.get('stopped_by', 'n/a')} | {decayed} | {q['seconds']:.0f} s "
                        f"| {q['val_loss']:.4f} |")
         out.append("")
+    if vs := result.get("nanogpt"):
+        out.append(f"| whole process, {vs['steps']} steps of nanoGPT's CPU recipe | median wall time |\n|---|---:|")
+        for name, s in vs["seconds"].items(): out.append(f"| {name} | {s:.1f} s |")
+        out.append("")
     if rows := targets(result):
         out.append("| target | measured | met |\n|---|---:|---|")
         for t in rows:
@@ -355,7 +395,8 @@ def format_tables(result: dict) -> str:
     return "\n".join(out)
 
 def main(argv: list[str] | None = None) -> dict:
-    "Command line: `python -m gpt_scratch.bench [--only SECTIONS] [--reps N] [--budget S] [--json PATH]`."
+    """Command line: `python -m gpt_scratch.bench [--only SECTIONS] [--reps N] [--budget S] [--presets P,...] [--nanogpt DIR]
+    [--json PATH]`."""
     parser = argparse.ArgumentParser(prog="python -m gpt_scratch.bench", description="Measure this machine's ceilings, "
                                      "training and generation speed next to transformers' GPT-2, and quality per time.")
     parser.add_argument("--only", default="ceilings,train,generate,quality",
@@ -364,17 +405,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budget", type=float, default=600.0, help="wall-clock seconds per preset in the quality "
                                                                     "section")
     parser.add_argument("--json", default="bench.json", help="where to write every measurement")
+    parser.add_argument("--presets", default=",".join(QUALITY_PRESETS), help="comma-separated presets the quality "
+                                                                              "section trains")
+    parser.add_argument("--nanogpt", metavar="DIR", help="a clone of karpathy/nanoGPT with its shakespeare_char data "
+                                                         "prepared: adds the nanogpt section (whole-process training)")
     args = parser.parse_args(argv)
     sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
-    unknown = set(sections) - {"ceilings", "train", "generate", "quality"}
-    if unknown: parser.error(f"unknown section(s) {sorted(unknown)}; choose from ceilings, train, generate, quality")
+    if args.nanogpt and "nanogpt" not in sections: sections += ("nanogpt",)
+    unknown = set(sections) - {"ceilings", "train", "generate", "quality", "nanogpt"}
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}; choose from ceilings, train, generate, quality, nanogpt")
+    if "nanogpt" in sections and not args.nanogpt: parser.error("the nanogpt section needs --nanogpt DIR")
+    presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
+    if bad := [p for p in presets if p not in PRESETS]:
+        parser.error(f"unknown preset(s) {bad}; choose from {', '.join(PRESETS)}")
     if args.reps < 1: parser.error("--reps must be >= 1")
     try:                                                               # fail now, not after 20 minutes of measuring
         folder = Path(args.json).resolve().parent
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e: parser.error(f"cannot write --json {args.json}: {e.strerror or e}; choose another path.")
-    result = run(sections, reps=args.reps, budget_s=args.budget, log=lambda s: print(s, file=sys.stderr, flush=True))
+    result = run(sections, reps=args.reps, budget_s=args.budget, log=lambda s: print(s, file=sys.stderr, flush=True),
+                 presets=presets, nanogpt_dir=args.nanogpt)
     atomic_write(args.json, json.dumps(result, indent=1))
     print(format_tables(result))
     print(f"\nwrote {args.json}")

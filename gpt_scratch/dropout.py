@@ -38,9 +38,9 @@ def dropout_lm(cfg: LMConfig, p: float = 0.1) -> TinyLM:
     "Chapter 07's model: chapter 06's pre-LN model with dropout `p` at GPT-2's four sites."
     return layernorm_lm(replace(cfg, dropout=p))
 
-def use_own_dropout(model: nn.Module) -> nn.Module:
-    "Replace every `nn.Dropout` in `model` with this chapter's `Dropout` of the same probability, in place."
+def use_own_dropout(model: nn.Module, kind: type[Dropout] = Dropout) -> nn.Module:
+    "Replace every `nn.Dropout` in `model` with this chapter's `Dropout` (or subclass `kind`) of the same p, in place."
     for name, child in model.named_children():
-        if isinstance(child, nn.Dropout): setattr(model, name, Dropout(child.p))
-        else: use_own_dropout(child)
+        if isinstance(child, nn.Dropout): setattr(model, name, kind(child.p))
+        else: use_own_dropout(child, kind)
     return model
