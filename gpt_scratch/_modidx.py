@@ -273,6 +273,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                               'gpt_scratch/multihead.py'),
                                        'gpt_scratch.multihead.MultiHeadAttention.forward': ( 'multi_head.html#multiheadattention.forward',
                                                                                              'gpt_scratch/multihead.py'),
+                                       'gpt_scratch.multihead.attention_by_distance': ( 'multi_head.html#attention_by_distance',
+                                                                                        'gpt_scratch/multihead.py'),
                                        'gpt_scratch.multihead.fuse_heads': ('multi_head.html#fuse_heads', 'gpt_scratch/multihead.py'),
                                        'gpt_scratch.multihead.multi_head_lm': ( 'multi_head.html#multi_head_lm',
                                                                                 'gpt_scratch/multihead.py')},

@@ -353,7 +353,7 @@ def format_tables(result: dict) -> str:
         if k in c: out.append(f"| {k.replace('_', ' ')} | {c[k]['flops'] / 1e9:,.0f} GFLOP/s |")
     out.append(f"| memory copy | {c['bandwidth_bytes_per_s'] / 1e9:,.1f} GB/s |\n")
     if train := result.get("training"):
-        out.append("| setting | dtype | model | ms/step | matmul floor ms | tokens/s | MFU | vs transformers "
+        out.append("| setting | dtype | model | ms/step | matmul floor ms | tokens/s | MFU (measured ceiling) | vs transformers "
                    "|\n|---|---|---|---:|---:|---:|---:|---:|")
         for r in train:
             same = lambda h: (h["setting"], h["dtype"], h["model"]) == (r["setting"], r["dtype"], "transformers")

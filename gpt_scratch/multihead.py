@@ -13,7 +13,7 @@ from torch import Tensor
 from .attention import Head, LMConfig, TinyLM, causal_attention
 
 # %% auto #0
-__all__ = ['MultiHeadAttention', 'CausalSelfAttention', 'fuse_heads', 'multi_head_lm']
+__all__ = ['MultiHeadAttention', 'CausalSelfAttention', 'fuse_heads', 'multi_head_lm', 'attention_by_distance']
 
 # %% ../nbs/03_multi_head.ipynb #7af7ef4b
 class MultiHeadAttention(nn.Module):
@@ -85,3 +85,15 @@ def fuse_heads(mha: MultiHeadAttention, fused: bool = True) -> CausalSelfAttenti
 def multi_head_lm(cfg: LMConfig) -> TinyLM:
     "Chapter 03's model: multi-head causal self-attention in place of chapter 02's single head."
     return TinyLM(cfg, CausalSelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout))
+
+# %% ../nbs/03_multi_head.ipynb #3c0a0007
+def attention_by_distance(weights: Tensor, max_back: int = 16) -> tuple[Tensor, Tensor]:
+    """How far back each head looks, from attention weights `(B, n_head, T, T)`: its share of attention on the key
+    `d` positions back, for `d = 0 … max_back - 1` `(n_head, max_back)`, and its mean distance back
+    Σⱼ wᵢⱼ (i − j) `(n_head,)`, both averaged over the batch and the queries."""
+    T = weights.shape[-1]
+    i = torch.arange(T, device=weights.device)
+    offset = (i[:, None] - i[None, :]).clamp(min=0)                             # (T, T): how far back key j is from query i
+    share = torch.stack([(weights * (offset == d)).sum(-1).mean((0, 2)) for d in range(max_back)], 1)  # (n_head, max_back)
+    distance = (weights * offset).sum(-1).mean((0, 2))                         # (n_head,)
+    return share, distance
