@@ -5,6 +5,7 @@
 # %% ../nbs/08_gpt.ipynb #47624243
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,7 +25,8 @@ from .multihead import CausalSelfAttention
 from .modern import mlp_block, norm_layer, normalise_and_rotate, repeat_kv, RMSNorm
 
 # %% auto #0
-__all__ = ['PRESETS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT', 'flops_per_token', 'as_dtype']
+__all__ = ['PRESETS', 'DECODE_LAYOUT_MIN_TOKENS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT',
+           'flops_per_token', 'decode_layout', 'as_dtype']
 
 # %% ../nbs/08_gpt.ipynb #293d4f49
 @dataclass
@@ -268,7 +270,36 @@ def flops_per_token(config: GPTConfig, seq_len: int | None = None, training: boo
     per_token_fwd = 2 * N + 4 * config.n_layer * config.n_embd * T
     return 3 * per_token_fwd if training else per_token_fwd
 
+# %% ../nbs/08_gpt.ipynb #08c0a002
+def _forward_in_out(linear: nn.Linear, weight_t: Tensor):
+    "A forward for `linear` that multiplies by `weight_t`, its weight stored (in, out); autograd gets the usual path."
+    bias = None if linear.bias is None else linear.bias.detach()
+    def forward(x: Tensor) -> Tensor:                                       # x: (..., in)
+        if torch.is_grad_enabled(): return F.linear(x, linear.weight, linear.bias)
+        rows = x.reshape(-1, x.shape[-1])                                   # (rows, in)
+        y = rows @ weight_t if bias is None else torch.addmm(bias, rows, weight_t)   # (rows, out)
+        return y.view(*x.shape[:-1], weight_t.shape[1])                     # (..., out)
+    return forward
+
+@contextlib.contextmanager
+def decode_layout(model: nn.Module):
+    """Within the block, every float32 CPU `nn.Linear` of `model` whose output is at least as wide as its input
+    multiplies by an (in, out) copy of its weight, faster for batch-1 products on this book's CPU (chapter 12).
+    Parameters are untouched. Yields the modules switched; each gets its own forward back on exit."""
+    switched = []
+    try:
+        for m in model.modules():
+            if not isinstance(m, nn.Linear) or m.out_features < m.in_features or "forward" in vars(m): continue
+            if m.weight.dtype != torch.float32 or m.weight.device.type != "cpu": continue
+            m.forward = _forward_in_out(m, m.weight.detach().t().contiguous())   # (in, out) copy
+            switched.append(m)
+        yield switched
+    finally:
+        for m in switched: del m.forward
+
 # %% ../nbs/08_gpt.ipynb #f387cebf
+DECODE_LAYOUT_MIN_TOKENS = 32      # fewer new tokens do not repay making the copies (measured above)
+
 @patch
 @torch.no_grad()
 def generate(self: GPT, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
@@ -282,24 +313,26 @@ def generate(self: GPT, idx: Tensor, max_new_tokens: int, temperature: float = 1
     idx = idx[:, -block:] if idx.shape[1] > block else idx
     done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     caches, fed = None, 0                                   # `fed`: how many tokens of idx the caches hold
-    for _ in range(max_new_tokens):
-        if not use_cache:
-            logits = self(idx[:, -block:])[0]
-        elif caches is None or idx.shape[1] > block:        # (re)fill the cache from the last `block` tokens
-            context = idx[:, -block:]
-            caches = self.make_caches(idx.shape[0])        # n_kv_head heads each: smaller under grouped-query attention
-            logits = self(context, caches=caches)[0]
-            fed = idx.shape[1]
-        else:                                               # only the tokens the cache has not seen
-            logits = self(idx[:, fed:], caches=caches)[0]
-            fed = idx.shape[1]
-        next_id = sample_next(logits[:, -1], temperature, top_k, top_p, generator)   # (B, 1)
-        if eos_id is not None:
-            next_id = next_id.masked_fill(done[:, None], eos_id)
-            done |= next_id[:, 0] == eos_id
-        idx = torch.cat([idx, next_id], dim=1)
-        if eos_id is not None and bool(done.all()): break
-        if use_cache and caches is not None and caches[0].pos >= block: caches = None   # full: refill next step
+    layout = decode_layout(self) if max_new_tokens >= DECODE_LAYOUT_MIN_TOKENS else contextlib.nullcontext()
+    with layout:                                            # float32 on a CPU: (in, out) copies, see above
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                logits = self(idx[:, -block:])[0]
+            elif caches is None or idx.shape[1] > block:    # (re)fill the cache from the last `block` tokens
+                context = idx[:, -block:]
+                caches = self.make_caches(idx.shape[0])    # n_kv_head heads each: smaller under grouped-query attention
+                logits = self(context, caches=caches)[0]
+                fed = idx.shape[1]
+            else:                                           # only the tokens the cache has not seen
+                logits = self(idx[:, fed:], caches=caches)[0]
+                fed = idx.shape[1]
+            next_id = sample_next(logits[:, -1], temperature, top_k, top_p, generator)   # (B, 1)
+            if eos_id is not None:
+                next_id = next_id.masked_fill(done[:, None], eos_id)
+                done |= next_id[:, 0] == eos_id
+            idx = torch.cat([idx, next_id], dim=1)
+            if eos_id is not None and bool(done.all()): break
+            if use_cache and caches is not None and caches[0].pos >= block: caches = None   # full: refill next step
     self.train(was_training)
     return idx
 
