@@ -25,8 +25,8 @@ from .multihead import CausalSelfAttention
 from .modern import mlp_block, norm_layer, normalise_and_rotate, repeat_kv, RMSNorm
 
 # %% auto #0
-__all__ = ['PRESETS', 'DECODE_LAYOUT_MIN_TOKENS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT',
-           'flops_per_token', 'decode_layout', 'as_dtype']
+__all__ = ['PRESETS', 'COPY_WEIGHTS_MIN_TOKENS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT',
+           'flops_per_token', 'fast_decoding', 'as_dtype']
 
 # %% ../nbs/08_gpt.ipynb #293d4f49
 @dataclass
@@ -281,24 +281,37 @@ def _forward_in_out(linear: nn.Linear, weight_t: Tensor):
         return y.view(*x.shape[:-1], weight_t.shape[1])                     # (..., out)
     return forward
 
+def _forward_without_onednn(linear: nn.Linear):
+    "A forward for `linear` whose product runs with oneDNN switched off (PyTorch's own CPU kernels)."
+    def forward(x: Tensor) -> Tensor:
+        if torch.is_grad_enabled(): return F.linear(x, linear.weight, linear.bias)
+        was = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try: return F.linear(x, linear.weight, linear.bias)
+        finally: torch.backends.mkldnn.enabled = was
+    return forward
+
 @contextlib.contextmanager
-def decode_layout(model: nn.Module):
-    """Within the block, every float32 CPU `nn.Linear` of `model` whose output is at least as wide as its input
-    multiplies by an (in, out) copy of its weight, faster for batch-1 products on this book's CPU (chapter 12).
-    Parameters are untouched. Yields the modules switched; each gets its own forward back on exit."""
+def fast_decoding(model: nn.Module, copy_weights: bool = True):
+    """Within the block, the CPU `nn.Linear` products of `model` take the path that is faster for a few rows on this
+    book's CPU (chapter 12): bfloat16 ones run with oneDNN switched off; float32 ones whose output is at least as
+    wide as their input multiply by an (in, out) copy of the weight, if `copy_weights`. Parameters are untouched and
+    gradients take the usual path. Yields the modules switched; each gets its own forward back on exit."""
     switched = []
     try:
         for m in model.modules():
-            if not isinstance(m, nn.Linear) or m.out_features < m.in_features or "forward" in vars(m): continue
-            if m.weight.dtype != torch.float32 or m.weight.device.type != "cpu": continue
-            m.forward = _forward_in_out(m, m.weight.detach().t().contiguous())   # (in, out) copy
+            if not isinstance(m, nn.Linear) or "forward" in vars(m) or m.weight.device.type != "cpu": continue
+            if m.weight.dtype == torch.bfloat16: m.forward = _forward_without_onednn(m)
+            elif m.weight.dtype == torch.float32 and copy_weights and m.out_features >= m.in_features:
+                m.forward = _forward_in_out(m, m.weight.detach().t().contiguous())     # (in, out) copy
+            else: continue
             switched.append(m)
         yield switched
     finally:
         for m in switched: del m.forward
 
 # %% ../nbs/08_gpt.ipynb #f387cebf
-DECODE_LAYOUT_MIN_TOKENS = 32      # fewer new tokens do not repay making the copies (measured above)
+COPY_WEIGHTS_MIN_TOKENS = 32      # fewer new tokens do not repay making float32 copies (measured above)
 
 @patch
 @torch.no_grad()
@@ -313,8 +326,7 @@ def generate(self: GPT, idx: Tensor, max_new_tokens: int, temperature: float = 1
     idx = idx[:, -block:] if idx.shape[1] > block else idx
     done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     caches, fed = None, 0                                   # `fed`: how many tokens of idx the caches hold
-    layout = decode_layout(self) if max_new_tokens >= DECODE_LAYOUT_MIN_TOKENS else contextlib.nullcontext()
-    with layout:                                            # float32 on a CPU: (in, out) copies, see above
+    with fast_decoding(self, copy_weights=max_new_tokens >= COPY_WEIGHTS_MIN_TOKENS):   # CPU kernels, see above
         for _ in range(max_new_tokens):
             if not use_cache:
                 logits = self(idx[:, -block:])[0]
