@@ -25,8 +25,8 @@ from .multihead import CausalSelfAttention
 from .modern import mlp_block, norm_layer, normalise_and_rotate, repeat_kv, RMSNorm
 
 # %% auto #0
-__all__ = ['PRESETS', 'COPY_WEIGHTS_MIN_TOKENS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention', 'GPTBlock', 'GPT',
-           'flops_per_token', 'fast_decoding', 'as_dtype']
+__all__ = ['PRESETS', 'ONEDNN_OFF_MAX_ROWS', 'COPY_WEIGHTS_MIN_TOKENS', 'DTYPES', 'GPTConfig', 'KVCache', 'GPTAttention',
+           'GPTBlock', 'GPT', 'flops_per_token', 'fast_decoding', 'as_dtype']
 
 # %% ../nbs/08_gpt.ipynb #293d4f49
 @dataclass
@@ -281,10 +281,13 @@ def _forward_in_out(linear: nn.Linear, weight_t: Tensor):
         return y.view(*x.shape[:-1], weight_t.shape[1])                     # (..., out)
     return forward
 
+ONEDNN_OFF_MAX_ROWS = 2     # PyTorch's own bf16 kernels win for 1-2 rows only; from 4 rows oneDNN is faster again
+
 def _forward_without_onednn(linear: nn.Linear):
-    "A forward for `linear` whose product runs with oneDNN switched off (PyTorch's own CPU kernels)."
+    "A forward for `linear` whose product runs with oneDNN switched off (PyTorch's own CPU kernels) for a row or two."
     def forward(x: Tensor) -> Tensor:
-        if torch.is_grad_enabled(): return F.linear(x, linear.weight, linear.bias)
+        if torch.is_grad_enabled() or x.numel() > ONEDNN_OFF_MAX_ROWS * x.shape[-1]:
+            return F.linear(x, linear.weight, linear.bias)                   # training, prompts, batches: oneDNN
         was = torch.backends.mkldnn.enabled
         torch.backends.mkldnn.enabled = False
         try: return F.linear(x, linear.weight, linear.bias)
@@ -294,7 +297,7 @@ def _forward_without_onednn(linear: nn.Linear):
 @contextlib.contextmanager
 def fast_decoding(model: nn.Module, copy_weights: bool = True):
     """Within the block, the CPU `nn.Linear` products of `model` take the path that is faster for a few rows on this
-    book's CPU (chapter 12): bfloat16 ones run with oneDNN switched off; float32 ones whose output is at least as
+    book's CPU (chapter 12): bfloat16 ones on one or two rows run with oneDNN switched off; float32 ones whose output is at least as
     wide as their input multiply by an (in, out) copy of the weight, if `copy_weights`. Parameters are untouched and
     gradients take the usual path. Yields the modules switched; each gets its own forward back on exit."""
     switched = []
