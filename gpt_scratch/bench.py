@@ -257,14 +257,16 @@ def time_against_nanogpt(nanogpt_dir: str | Path, steps: int = 400, reps: int = 
 
 # %% ../nbs/12_bench.ipynb #268fcd5d
 def machine_info() -> dict:
-    "CPU model, core count, torch version and threads: what a result depends on."
+    """CPU model, core count, the vector instructions PyTorch uses (AVX2, AVX512, ...), torch version and threads:
+    what a result depends on."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
     except OSError: pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "native_bf16": cpu_has_fast_bf16(), "python": platform.python_version(), "date": date.today().isoformat()}
+            "native_bf16": cpu_has_fast_bf16(), "vector_isa": torch.backends.cpu.get_cpu_capability(),
+            "python": platform.python_version(), "date": date.today().isoformat()}
 
 QUALITY_PRESETS = ("cpu-baby", "cpu", "cpu-modern")
 
