@@ -297,9 +297,9 @@ def _forward_without_onednn(linear: nn.Linear):
 @contextlib.contextmanager
 def fast_decoding(model: nn.Module, copy_weights: bool = True):
     """Within the block, the CPU `nn.Linear` products of `model` take the path that is faster for a few rows on this
-    book's CPU (chapter 12): bfloat16 ones on one or two rows run with oneDNN switched off; float32 ones whose output is at least as
-    wide as their input multiply by an (in, out) copy of the weight, if `copy_weights`. Parameters are untouched and
-    gradients take the usual path. Yields the modules switched; each gets its own forward back on exit."""
+    book's CPU (chapter 12): bfloat16 ones on one or two rows run with oneDNN switched off; float32 ones whose output
+    is at least as wide as their input multiply by an (in, out) copy of the weight, if `copy_weights`. Parameters are
+    untouched and gradients take the usual path. Yields the modules switched; each gets its own forward back on exit."""
     switched = []
     try:
         for m in model.modules():
