@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -19,9 +20,9 @@ from tqdm.auto import tqdm
 from .data import get_batch
 
 # %% auto #0
-__all__ = ['STAGE_BUDGET', 'estimate_loss', 'TrainConfig', 'in_test', 'quick', 'lr_at', 'configure_optimizer', 'History',
-           'count_params', 'train', 'next_token_probs', 'sample_next', 'check_generate_args', 'generate',
-           'check_causal', 'check_init_loss', 'check_learns']
+__all__ = ['STAGE_BUDGET', 'estimate_loss', 'TrainConfig', 'in_test', 'quick', 'lr_at', 'Optimizer', 'AdamW',
+           'configure_optimizer', 'History', 'count_params', 'train', 'next_token_probs', 'sample_next',
+           'check_generate_args', 'generate', 'check_causal', 'check_init_loss', 'check_learns']
 
 # %% ../nbs/01b_harness.ipynb #02682533
 @torch.no_grad()
@@ -90,12 +91,111 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     min_lr = cfg.lr * cfg.min_lr_ratio
     return min_lr + (cfg.lr - min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-def configure_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
+# %% ../nbs/01b_harness.ipynb #o1b0x001
+class Optimizer:
+    """What a training loop needs of an optimiser: `param_groups` (each a dict of settings and its `params`), `state`
+    per parameter, `zero_grad`, and a `state_dict` that `load_state_dict` restores, in the layout of
+    `torch.optim.Optimizer` (so either loads the other's). Unlike PyTorch's base class it does not import PyTorch's
+    compiler stack on creation (chapter 12 measures that second of start-up). Subclasses write `step`."""
+    def __init__(self, params, defaults: dict):
+        self.defaults, self.param_groups = dict(defaults), []
+        self.state: defaultdict[Tensor, dict] = defaultdict(dict)
+        params = list(params)
+        if not params: raise ValueError("the optimiser got an empty list of parameters.")
+        for group in params if isinstance(params[0], dict) else [{"params": params}]: self.add_param_group(group)
+
+    def add_param_group(self, group: dict):
+        "Add a group: its own settings, the defaults for the rest. A parameter may belong to one group only."
+        group = {**self.defaults, **group, "params": list(group["params"])}
+        seen = [id(p) for g in self.param_groups for p in g["params"]] + [id(p) for p in group["params"]]
+        if len(set(seen)) < len(seen):
+            raise ValueError("a parameter appears in more than one group; give each parameter to one group only.")
+        self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none: bool = True):
+        "Forget every parameter's gradient (or zero it in place, `set_to_none=False`)."
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None: continue
+                if set_to_none: p.grad = None
+                else: p.grad.detach_().zero_()
+
+    def state_dict(self) -> dict:
+        "`{'state': {index: {...}}, 'param_groups': [{settings, 'params': [index, ...]}]}`, parameters by position."
+        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
+                  for g in self.param_groups]
+        return {"state": {index[id(p)]: dict(s) for p, s in self.state.items() if s}, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict):
+        "Restore a `state_dict()` of an optimiser over parameters of the same shapes, grouped the same way."
+        saved = state_dict["param_groups"]
+        if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError(f"the saved optimiser state has groups of {[len(g['params']) for g in saved]} parameters, "
+                             f"this optimiser {[len(g['params']) for g in self.param_groups]}: they belong to "
+                             "different models or settings.")
+        params = [p for g in self.param_groups for p in g["params"]]
+        def placed(key, value, p):     # a copy on the parameter's device; moments in its dtype, step counts as saved
+            if not isinstance(value, Tensor): return value
+            if key == "step" or not value.is_floating_point(): return value.to(p.device, copy=True)
+            return value.to(p.device, p.dtype, copy=True)
+        self.state = defaultdict(dict)
+        for i, s in state_dict["state"].items():
+            self.state[params[int(i)]] = {k: placed(k, v, params[int(i)]) for k, v in s.items()}
+        for group, g in zip(self.param_groups, saved):
+            group.update({k: v for k, v in g.items() if k != "params"})
+
+class AdamW(Optimizer):
+    """AdamW as in the formulas above, step for step the arithmetic of `torch.optim.AdamW` (its single-tensor loop, or
+    its fused kernel with `fused=True`, one pass over every tensor), on our lean `Optimizer`."""
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, fused: bool = False):
+        if not lr > 0: raise ValueError(f"lr must be > 0; got {lr}.")
+        if not all(0 <= b < 1 for b in betas): raise ValueError(f"betas must be in [0, 1); got {betas}.")
+        if weight_decay < 0: raise ValueError(f"weight_decay must be >= 0; got {weight_decay}.")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused))
+
+    @torch.no_grad()
+    def step(self):
+        "One AdamW step of every parameter that has a gradient."
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if not self.state[p]:                # t = 0: no moments yet; the count lives where the kernel reads it
+                    where = p.device if group["fused"] else "cpu"
+                    self.state[p].update(step=torch.zeros((), dtype=torch.float32, device=where),
+                                         exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            if params: (self._fused if group["fused"] else self._loop)(params, group)
+
+    def _loop(self, params: list[Tensor], group: dict):
+        (beta1, beta2), lr, wd, eps = group["betas"], group["lr"], group["weight_decay"], group["eps"]
+        for p in params:
+            s = self.state[p]; s["step"] += 1
+            t = s["step"].item()
+            if wd: p.mul_(1 - lr * wd)                                                  # θ ← θ(1 − ηλ)
+            s["exp_avg"].lerp_(p.grad, 1 - beta1)                                       # m ← β₁m + (1 − β₁)g
+            s["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)       # v ← β₂v + (1 − β₂)g²
+            denom = (s["exp_avg_sq"].sqrt() / (1 - beta2 ** t) ** 0.5).add_(eps)        # √(v / (1 − β₂ᵗ)) + ε
+            p.addcdiv_(s["exp_avg"], denom, value=-lr / (1 - beta1 ** t))               # θ ← θ − η m̂ / denom
+
+    def _fused(self, params: list[Tensor], group: dict):
+        (beta1, beta2), by_kind = group["betas"], defaultdict(list)
+        for p in params: by_kind[(p.device, p.dtype)].append(p)                         # one kernel call per kind
+        for ps in by_kind.values():
+            states = [self.state[p] for p in ps]
+            steps = [s["step"] for s in states]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adamw_(ps, [p.grad for p in ps], [s["exp_avg"] for s in states],
+                                [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False, lr=group["lr"],
+                                beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                                maximize=False, grad_scale=None, found_inf=None)
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> AdamW:
     "AdamW with `cfg`'s learning rate and betas, decaying parameters of 2+ dimensions only (not biases or norms)."
     params = [p for p in model.parameters() if p.requires_grad]            # a tied tensor appears once
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    return AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 # %% ../nbs/01b_harness.ipynb #4ffb9109
 @dataclass

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .harness import TrainConfig, configure_optimizer
+from .harness import Optimizer, TrainConfig, configure_optimizer
 from .layernorm import LayerNorm
 from .mlp import FeedForward
 
@@ -133,7 +133,7 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients: tuple[float, float, f
     return (X.mT if tall else X).to(G.dtype)
 
 # %% ../nbs/13_after_gpt2.ipynb #0411cfb5
-class Muon(torch.optim.Optimizer):
+class Muon(Optimizer):
     """Muon for the parameter groups with `use_muon=True` (the default): Nesterov momentum, orthogonalised by
     `newton_schulz` part by part (`splits`: row counts, or None for the whole matrix), scaled by √max(1, rows/cols),
     decoupled weight decay. Groups with `use_muon=False` take AdamW steps with `betas` and `eps`. A group's step size
