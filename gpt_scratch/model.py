@@ -233,8 +233,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence length {start + T} exceeds block_size {self.config.block_size}; crop the input "
                              f"to its last {self.config.block_size} tokens.")
         # checking the ids reads them back to the host: on a GPU that stalls the pipeline, so training steps skip it
-        # there
-        check_ids = idx.device.type == "cpu" or not torch.is_grad_enabled()
+        # there; under torch.compile it would split the graph in two, so compiled code skips it too
+        check_ids = (idx.device.type == "cpu" or not torch.is_grad_enabled()) and not torch.compiler.is_compiling()
         if check_ids and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
             raise ValueError(f"token ids must be in [0, {self.config.vocab_size}); got values from {int(idx.min())} "
                              f"to {int(idx.max())}.")
