@@ -337,7 +337,7 @@ def check_learns(model: nn.Module, data: Tensor, block_size: int, steps: int = 2
                                                                                                               float]:
     "Assert that `steps` AdamW steps on one batch lower its loss; return (before, after)."
     x, y = get_batch(data, 16, block_size, generator=torch.Generator().manual_seed(0))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    opt = AdamW(model.parameters(), lr=lr)
     model.train()
     before = model(x, y)[1].item()
     for _ in range(steps):
