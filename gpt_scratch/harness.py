@@ -96,7 +96,7 @@ class Optimizer:
     """What a training loop needs of an optimiser: `param_groups` (each a dict of settings and its `params`), `state`
     per parameter, `zero_grad`, and a `state_dict` that `load_state_dict` restores, in the layout of
     `torch.optim.Optimizer` (so either loads the other's). Unlike PyTorch's base class it does not import PyTorch's
-    compiler stack on creation (chapter 12 measures that second of start-up). Subclasses write `step`."""
+    compiler stack on creation (chapter 12 measures what that costs). Subclasses write `step`."""
     def __init__(self, params, defaults: dict):
         self.defaults, self.param_groups = dict(defaults), []
         self.state: defaultdict[Tensor, dict] = defaultdict(dict)
@@ -138,6 +138,9 @@ class Optimizer:
         def placed(key, value, p):     # a copy on the parameter's device; moments in its dtype, step counts as saved
             if not isinstance(value, Tensor): return value
             if key == "step" or not value.is_floating_point(): return value.to(p.device, copy=True)
+            if value.shape != p.shape:
+                raise ValueError(f"the saved optimiser state holds {key} of shape {tuple(value.shape)} for a "
+                                 f"parameter of shape {tuple(p.shape)}: it belongs to a model of other sizes.")
             return value.to(p.device, p.dtype, copy=True)
         self.state = defaultdict(dict)
         for i, s in state_dict["state"].items():

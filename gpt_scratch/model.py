@@ -38,6 +38,7 @@ class GPTConfig:
     n_head: int = 12                # attention heads per block; must divide n_embd
     n_embd: int = 768               # width of the residual stream
     dropout: float = 0.0            # dropout probability in attention, MLP and embeddings while training
+    attn_dropout: float | None = None  # dropout on the attention weights alone; None = same as `dropout`
     bias: bool = True               # biases in Linear layers and LayerNorms, as GPT-2
     qkv_bias: bool | None = None    # bias of the query/key/value projection; None = same as `bias`
     tie_weights: bool = True        # output layer shares the token embedding matrix
@@ -58,6 +59,8 @@ class GPTConfig:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head needs n_embd "
                              f"// n_head dimensions.")
         if not 0 <= self.dropout < 1: raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
+        if self.attn_dropout is not None and not 0 <= self.attn_dropout < 1:
+            raise ValueError(f"attn_dropout must be in [0, 1), or None for the same as dropout; got {self.attn_dropout}.")
         if self.qkv_bias is None: self.qkv_bias = self.bias
         choices = {"pos_emb": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu", "relu2")}
         for name, allowed in choices.items():
@@ -136,10 +139,11 @@ class KVCache:
 
 class GPTAttention(CausalSelfAttention):
     """Chapter 03's batched causal self-attention that reads and extends a `KVCache` when given one. Chapter 13's
-    options: `n_kv_head` key/value heads shared by groups of query heads, rotary positions (`rope_base`), QK-norm."""
+    options: `n_kv_head` key/value heads shared by groups of query heads, rotary positions (`rope_base`), QK-norm;
+    and `attn_dropout`, a dropout rate of the attention weights' own (None: `dropout`, as GPT-2)."""
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fused: bool = True,
                  qkv_bias: bool | None = None, n_kv_head: int | None = None, rope_base: float | None = None,
-                 qk_norm: bool = False):
+                 qk_norm: bool = False, attn_dropout: float | None = None):
         super().__init__(n_embd, n_head, dropout, bias, fused, qkv_bias)
         self.n_kv_head, self.head_size, self.rope_base = n_kv_head or n_head, n_embd // n_head, rope_base
         if n_head % self.n_kv_head:
@@ -149,6 +153,8 @@ class GPTAttention(CausalSelfAttention):
             self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv_width, bias=self.c_attn.bias is not None)
         self.q_norm = RMSNorm(self.head_size) if qk_norm else None        # one gain per dimension, shared by heads
         self.k_norm = RMSNorm(self.head_size) if qk_norm else None
+        if attn_dropout is not None:              # the attention weights' own rate; the output keeps `dropout`
+            self.attn_dropout, self.dropout_p = nn.Dropout(attn_dropout), attn_dropout
 
     def split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         "Queries `(B, n_head, T, hs)`, keys and values `(B, n_kv_head, T, hs)` for `x` `(B, T, C)`."
@@ -185,7 +191,7 @@ class GPTBlock(nn.Module):
         self.ln_1 = norm_layer(cfg.norm, cfg.n_embd, bias=cfg.bias)
         self.attn = GPTAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, cfg.fused_attention, cfg.qkv_bias,
                                  n_kv_head=cfg.n_kv_head, rope_base=cfg.rope_base if cfg.pos_emb == "rope" else None,
-                                 qk_norm=cfg.qk_norm)
+                                 qk_norm=cfg.qk_norm, attn_dropout=cfg.attn_dropout)
         self.ln_2 = norm_layer(cfg.norm, cfg.n_embd, bias=cfg.bias)
         self.mlp = mlp_block(cfg.mlp, cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
 
