@@ -140,7 +140,7 @@ class KVCache:
 class GPTAttention(CausalSelfAttention):
     """Chapter 03's batched causal self-attention that reads and extends a `KVCache` when given one. Chapter 13's
     options: `n_kv_head` key/value heads shared by groups of query heads, rotary positions (`rope_base`), QK-norm;
-    and `attn_dropout`, a dropout rate of the attention weights' own (None: `dropout`, as GPT-2)."""
+    and `attn_dropout`, its own dropout rate for the attention weights (None: `dropout`, as GPT-2)."""
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fused: bool = True,
                  qkv_bias: bool | None = None, n_kv_head: int | None = None, rope_base: float | None = None,
                  qk_norm: bool = False, attn_dropout: float | None = None):
