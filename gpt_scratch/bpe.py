@@ -173,7 +173,7 @@ def gpt2_bpe_file(name: str) -> Path:
     except (urllib.error.URLError, OSError) as e:
         raise ConnectionError(f"Could not download GPT-2's {name} from {url} ({getattr(e, 'reason', e)}). Offline, set "
                               "TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached copies "
-                              "(e.g. `export TIKTOKEN_CACHE_DIR=../shared/data/tiktoken`).") from None
+                              "(e.g. `export TIKTOKEN_CACHE_DIR=~/data/tiktoken`).") from None
 
 def gpt2_byte_order() -> tuple[list[int], dict[str, int]]:
     """GPT-2's ids for the 256 bytes (printable bytes first, in byte order, then the rest), and the characters its

@@ -101,7 +101,7 @@ def tiny_shakespeare(path: str | os.PathLike | None = None, *, url: str = SHAKES
         raise ConnectionError(
             f"Could not download Tiny Shakespeare from {url} ({getattr(e, 'reason', e)}). If this machine is offline, "
             f"put a copy named {SHAKESPEARE_FILE} in a folder and set {DATA_ENV} to that folder "
-            f"(e.g. `export {DATA_ENV}=../shared/data`), or pass tiny_shakespeare(path=...).") from None
+            f"(e.g. `export {DATA_ENV}=~/data`), or pass tiny_shakespeare(path=...).") from None
     return read_text(cached)
 
 # %% ../nbs/00_data.ipynb #659f80e7
@@ -236,7 +236,7 @@ class GPT2Tokenizer(Tokenizer):
             raise RuntimeError(
                 f"Could not load tiktoken's GPT-2 encoding ({type(e).__name__}: {e}). tiktoken downloads its "
                 "vocabulary files on first use; on an offline machine set TIKTOKEN_CACHE_DIR to a folder that holds "
-                "them (e.g. `export TIKTOKEN_CACHE_DIR=../shared/data/tiktoken`).") from e
+                "them (e.g. `export TIKTOKEN_CACHE_DIR=~/data/tiktoken`).") from e
         self.eot_id = self.encoding.eot_token                                 # <|endoftext|>
 
     @property
