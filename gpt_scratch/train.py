@@ -118,7 +118,7 @@ class Trainer:
         self._on_rank0(lambda: (None if _resuming else claim_run_folder(self.out, overwrite),
                                 check_writable(self.out, checkpoint_bytes(model))))
         self.model, self.train_data, self.val_data = model.to(self.device), train_data, val_data
-        if self.device.type == "cpu": use_own_dropout(self.model, PackedBitsDropout)   # cheaper masks (above)
+        if self.device.type == "cpu": use_own_dropout(self.model, PackedBitsDropout)   # cheaper masks (chapter 09b)
         self.optimizer = self._optimizer()
         self.scaler = torch.amp.GradScaler(enabled=self.dtype == torch.float16)
         self.ddp, self.forward = self._wrapped_model()
