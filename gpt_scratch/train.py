@@ -19,7 +19,7 @@ import torch
 from fastcore.basics import patch
 from torch import Tensor
 
-from .data import SlidingWindowDataset, atomic_write, get_batch
+from .data import atomic_write, get_batch
 from .harness import TrainConfig, configure_optimizer, estimate_loss, lr_at
 from .dropout import use_own_dropout
 from .model import GPT, GPTConfig, PRESETS as MODEL_PRESETS
@@ -378,25 +378,30 @@ def plot(self: Trainer) -> Path:
 # %% ../nbs/09_gpu_training.ipynb #f5397006
 @torch.no_grad()
 def evaluate_split(model: GPT, ids: Tensor, block_size: int | None = None, batch_size: int = 64,
-                   tokenizer=None) -> dict:
-    """Mean next-token loss over `ids` in consecutive windows of `block_size` (default: the model's context); with the
-    `tokenizer`, also bits per byte: the summed loss in bits over the UTF-8 bytes of the tokens scored."""
-    windows = SlidingWindowDataset(ids, block_size or model.config.block_size)
-    device = next(model.parameters()).device
-    was_training = model.training
+                   tokenizer=None, progress: bool = False) -> dict:
+    """Mean next-token loss over `ids` (a tensor, or chapter 00d's `TokenShards` on disk) in consecutive windows of
+    `block_size` (default: the model's context); with the `tokenizer`, also bits per byte: the summed loss in bits
+    over the UTF-8 bytes of the tokens scored."""
+    from tqdm.auto import tqdm
+    T = block_size or model.config.block_size
+    n_windows = (len(ids) - 1) // T
+    if n_windows < 1:
+        raise ValueError(f"{len(ids)} tokens are too few for one window of {T} (it needs {T + 1}): use more text.")
+    sizes = torch.tensor([len(t) for t in tokenizer.token_bytes()]) if tokenizer is not None else None
+    device, was_training = next(model.parameters()).device, model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count, n_bytes = 0.0, 0, 0
     try:
-        for i in range(0, len(windows), batch_size):
-            x, y = map(torch.stack, zip(*[windows[j] for j in range(i, min(i + batch_size, len(windows)))]))
+        for i in tqdm(range(0, n_windows, batch_size), disable=not progress, desc="eval", leave=False):
+            rows = ids[i * T:min(i + batch_size, n_windows) * T + 1]            # windows i, i+1, … share their ends
+            x, y = rows[:-1].view(-1, T), rows[1:].view(-1, T)                    # (B, T) each
             _, loss = model(x.to(device), y.to(device))
             total += loss.item() * y.numel(); count += y.numel()
+            if sizes is not None: n_bytes += int(sizes[y].sum())
     finally:
         model.train(was_training)
-    result = {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count, "windows": len(windows)}
-    if tokenizer is not None:                                         # the scored targets are ids[1 : count + 1]
-        sizes = [len(t) for t in tokenizer.token_bytes()]
-        result["bits_per_byte"] = total / math.log(2) / sum(sizes[i] for i in ids[1:count + 1].tolist())
+    result = {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count, "windows": n_windows}
+    if sizes is not None: result["bits_per_byte"] = total / math.log(2) / n_bytes
     return result
 
 # %% ../nbs/09_gpu_training.ipynb #5f54f209
