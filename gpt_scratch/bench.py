@@ -9,12 +9,14 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import date
+from functools import partial
 from pathlib import Path
 from statistics import median
 from typing import Callable
@@ -28,11 +30,14 @@ from .harness import configure_optimizer
 from .tokenizers import prepare_data
 from .devices import autocast, cpu_has_fast_bf16
 from .train import PRESETS, Trainer, TrainerConfig, evaluate_split, setup_training
+from .data import GPT2Tokenizer
+from .shards import PrepareConfig, TokenShards, _batches, _encoder, iter_documents, synthetic_corpus
 
 # %% auto #0
 __all__ = ['SETTINGS', 'NANOGPT_CPU_RECIPE', 'QUALITY_PRESETS', 'time_alternating', 'matmul_ceiling', 'memory_bandwidth', 'mfu',
            'hf_gpt2', 'ours_from_hf', 'TrainSetting', 'training_steps', 'time_training', 'time_generation',
-           'quality_per_time', 'time_against_nanogpt', 'machine_info', 'run', 'targets', 'format_tables', 'main']
+           'quality_per_time', 'time_against_nanogpt', 'time_prepare', 'machine_info', 'run', 'targets',
+           'format_tables', 'main']
 
 # %% ../nbs/12_bench.ipynb #f2ca4ba8
 def time_alternating(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1,
@@ -255,6 +260,92 @@ def time_against_nanogpt(nanogpt_dir: str | Path, steps: int = 400, reps: int = 
     return {"steps": steps, "times_s": times, "seconds": {name: median(ts) for name, ts in times.items()},
             "speedup": median(times["nanoGPT train.py"]) / median(times["gpt-scratch train"])}
 
+# %% ../nbs/12_bench.ipynb #b1321399
+_PREPARE_IN_A_FRESH_PROCESS = """
+import json, sys, time
+from gpt_scratch.shards import PrepareConfig, prepare_corpus
+start = time.perf_counter()
+meta = prepare_corpus([sys.argv[1]], sys.argv[2], PrepareConfig(workers=int(sys.argv[3])), progress=False)
+print(json.dumps({"seconds": time.perf_counter() - start, "tokens": meta["train"]["tokens"] + meta["val"]["tokens"],
+                  "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024}))
+"""
+
+def _prepare_fresh(source: Path, out: Path, workers: int) -> dict:
+    """Seconds, tokens and peak resident memory (Linux's VmHWM, in MB: `ru_maxrss` would count the parent's memory
+    from before the child's exec) of `prepare_corpus` on `source` (a file or a folder) in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", _PREPARE_IN_A_FRESH_PROCESS, str(source), str(out), str(workers)],
+                          capture_output=True, text=True)
+    if done.returncode: raise RuntimeError(f"prepare failed in a fresh process: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+def _tokenizer_ceilings(corpus: Path, workers: int) -> dict:
+    """Seconds of tokenizing alone on the same documents, three ways alternating batch by batch: tiktoken's
+    `encode_ordinary_batch` on `workers` threads, `prepare`'s slices (`encode_to_numpy` over a slice of the
+    documents per thread), and nanoGPT's loop (one `encode_ordinary` per document, then the end-of-text token)."""
+    enc = GPT2Tokenizer().encoding
+    seconds = {"encode_ordinary_batch": 0.0, "slices": 0.0, "nanoGPT loop": 0.0}
+    slices = _encoder(GPT2Tokenizer(), workers)
+    for batch, _ in _batches(iter_documents([corpus]), PrepareConfig().batch_bytes):
+        docs = [doc for _, doc in batch]
+        start = time.perf_counter(); enc.encode_ordinary_batch(docs, num_threads=workers)
+        seconds["encode_ordinary_batch"] += time.perf_counter() - start
+        start = time.perf_counter(); slices(docs); seconds["slices"] += time.perf_counter() - start
+        start = time.perf_counter()
+        for doc in docs: ids = enc.encode_ordinary(doc); ids.append(enc.eot_token)
+        seconds["nanoGPT loop"] += time.perf_counter() - start
+    return seconds
+
+def _step_from_shards(shard: Path, reps: int) -> dict:
+    """The `cpu` preset's training step (GPT-2's vocabulary) for one model and optimiser whose batches come in turn
+    from `shard` by memory map and from the same ids in a tensor, so only the data's source differs: median ms of
+    each, the median ratio of neighbouring steps (what a machine's drifting speed spoils least), and the median ms
+    of drawing one batch alone each way."""
+    stream, preset = TokenShards.from_shards([shard]), PRESETS["cpu"]
+    sources = {"shards": stream, "memory": stream[:]}
+    with tempfile.TemporaryDirectory() as d:
+        torch.manual_seed(0)
+        trainer = Trainer(GPT(replace(preset.model, vocab_size=50257)), stream, stream[:10_000],
+                          replace(preset.trainer, out_dir=d, max_seconds=0), progress=False)
+        def step_from(data):
+            trainer.train_data = data
+            return trainer.train_step()
+        times = time_alternating({k: partial(step_from, v) for k, v in sources.items()}, reps=reps, warmup=2)
+    batches = time_alternating({k: partial(get_batch, v, preset.trainer.batch_size, preset.model.block_size)
+                                for k, v in sources.items()}, reps=reps, inner=20)
+    return {"step_ms": {k: 1e3 * median(v) for k, v in times.items()},
+            "ratio": median(s / m for s, m in zip(times["shards"], times["memory"])),
+            "batch_ms": {k: 1e3 * median(v) for k, v in batches.items()}}
+
+def time_prepare(megabytes: float = 1000.0, rss_megabytes: float = 100.0, workers: int | None = None,
+                 reps: int = 30, pieces: int = 8, workdir: str | Path | None = None) -> dict:
+    """`prepare_corpus` with GPT-2's tokenizer on a synthetic corpus of `megabytes` MB (chapter 00d) in `pieces`
+    files. Throughput alternates piece by piece, so a machine whose speed drifts slows every way alike: `prepare`
+    on the piece in a fresh process, then tokenizing the same documents alone three ways (`_tokenizer_ceilings`);
+    each way's tokens/s counts the tokens `prepare` wrote. Then, in fresh processes, `prepare` on the whole folder
+    and on `rss_megabytes` MB (peak memory of each), and the `cpu` preset's step with batches from the shards
+    against the same step from a tensor in memory."""
+    workers = workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(dir=workdir) as d:
+        folder = Path(d) / "corpus"; folder.mkdir()
+        files = [synthetic_corpus(folder / f"part{k}.txt", megabytes / pieces, seed=k) for k in range(pieces)]
+        seconds, tokens = {"prepare": 0.0}, 0
+        for k, piece in enumerate(files):
+            run = _prepare_fresh(piece, Path(d) / "piece", workers)
+            seconds["prepare"] += run["seconds"]; tokens += run["tokens"]
+            for name, s in _tokenizer_ceilings(piece, workers).items(): seconds[name] = seconds.get(name, 0.0) + s
+            shutil.rmtree(Path(d) / "piece")
+        small = synthetic_corpus(Path(d) / "small.txt", rss_megabytes)
+        runs = {megabytes: _prepare_fresh(folder, Path(d) / "whole", workers),
+                rss_megabytes: _prepare_fresh(small, Path(d) / "small", workers)}
+        steps = _step_from_shards(Path(d) / "whole" / "train_000000.bin", reps)
+    speeds = {name: tokens / s for name, s in seconds.items()}
+    return {"megabytes": megabytes, "pieces": pieces, "workers": workers, "tokens": tokens, "tokens_per_s": speeds,
+            "whole_run_tokens_per_s": runs[megabytes]["tokens"] / runs[megabytes]["seconds"],
+            "vs_encode_ordinary_batch": speeds["prepare"] / speeds["encode_ordinary_batch"],
+            "vs_nanogpt_loop": speeds["prepare"] / speeds["nanoGPT loop"],
+            "peak_rss_mb": {str(mb): r["peak_rss_mb"] for mb, r in runs.items()},
+            "step_ms": steps["step_ms"], "step_shards_vs_memory": steps["ratio"], "batch_ms": steps["batch_ms"]}
+
 # %% ../nbs/12_bench.ipynb #268fcd5d
 def machine_info() -> dict:
     """CPU model, core count, the vector instructions PyTorch uses (AVX2, AVX512, ...), torch version and threads:
@@ -308,6 +399,11 @@ def run(sections: tuple[str, ...] = ("ceilings", "train", "generate", "quality")
             result["quality"].append(q := quality_per_time(preset, budget_s))
             log(f"quality {preset}: val {q['val_loss']:.4f} after {q['seconds']:.0f} s ({q['steps']} of "
                 f"{q['planned_steps']} steps, stopped by {q['stopped_by']})")
+    if "prepare" in sections:
+        result["prepare"] = p = time_prepare()
+        speeds = ", ".join(f"{k} {v:,.0f} tokens/s" for k, v in p["tokens_per_s"].items())
+        log(f"prepare {p['megabytes']:.0f} MB: {speeds}; peak memory {p['peak_rss_mb']} MB; step from shards "
+            f"{p['step_shards_vs_memory']:.3f}× memory")
     if "nanogpt" in sections:
         result["nanogpt"] = vs = time_against_nanogpt(nanogpt_dir, reps=max(3, reps // 2))
         log("nanogpt " + "; ".join(f"{k}: {v:.1f} s" for k, v in vs["seconds"].items()) + f"; {vs['speedup']:.2f}×")
@@ -336,6 +432,10 @@ def targets(result: dict) -> list[dict]:
     add("generation fp32: ≥ 1.0× transformers", o32 and h32 and o32 / h32, 1.0)
     add("generation bf16: ≥ 1.7× our fp32", o16 and o32 and o16 / o32, 1.7)
     add("generation bf16: ≥ 1.2× transformers bf16", o16 and h16 and o16 / h16, 1.2)
+    if p := result.get("prepare"):
+        add("prepare: ≥ 0.8× tiktoken's encode_ordinary_batch, same threads", p["vs_encode_ordinary_batch"], 0.8)
+        out.append({"target": "training step, batches from shards: ≤ 1.05× from memory",
+                    "measured": f"{p['step_shards_vs_memory']:.3f}×", "met": p["step_shards_vs_memory"] <= 1.05})
     for q in result.get("quality", []):
         if "final_lr" in q:
             out.append({"target": f"{q['preset']}: schedule finished inside its budget",
@@ -388,6 +488,20 @@ def format_tables(result: dict) -> str:
                        f"({q['planned_steps']:,}) | {q.get('stopped_by', 'n/a')} | {decayed} | {q['seconds']:.0f} s "
                        f"| {q['val_loss']:.4f} |")
         out.append("")
+    if p := result.get("prepare"):
+        out.append(f"| prepare, GPT-2 tokenizer, {p['megabytes']:,.0f} MB, {p['workers']} thread(s) | tokens/s |\n"
+                   "|---|---:|")
+        for name, v in p["tokens_per_s"].items(): out.append(f"| {name} | {v:,.0f} |")
+        if "whole_run_tokens_per_s" in p:
+            out.append(f"| prepare, the whole corpus in one run | {p['whole_run_tokens_per_s']:,.0f} |")
+        out.append("\n| prepare's peak resident memory | MB |\n|---|---:|")
+        for mb, rss in p["peak_rss_mb"].items(): out.append(f"| corpus of {float(mb):,.0f} MB | {rss:,.0f} |")
+        out.append(f"\n| `cpu` preset step, GPT-2 vocabulary | ms/step |\n|---|---:|")
+        for name, ms in p["step_ms"].items():
+            batch = f" (of which drawing the batch: {p['batch_ms'][name]:.2f})" if "batch_ms" in p else ""
+            out.append(f"| batches from {name} | {ms:,.1f}{batch} |")
+        out.append(f"| median ratio of neighbouring steps, shards / memory | {p['step_shards_vs_memory']:.3f} |")
+        out.append("")
     if vs := result.get("nanogpt"):
         out.append(f"| whole process, {vs['steps']} steps of nanoGPT's CPU recipe | median wall time |\n|---|---:|")
         for name, s in vs["seconds"].items(): out.append(f"| {name} | {s:.1f} s |")
@@ -406,7 +520,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m gpt_scratch.bench", description="Measure this machine's ceilings, "
                                      "training and generation speed next to transformers' GPT-2, and quality per time.")
     parser.add_argument("--only", default="ceilings,train,generate,quality",
-                        help="comma-separated sections: ceilings (always measured), train, generate, quality")
+                        help="comma-separated sections: ceilings (always measured), train, generate, quality, prepare")
     parser.add_argument("--reps", type=int, default=5, help="timed rounds per measurement (medians are reported)")
     parser.add_argument("--budget", type=float, default=600.0, help="wall-clock seconds per preset in the quality "
                                                                     "section")
@@ -418,9 +532,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
     if args.nanogpt and "nanogpt" not in sections: sections += ("nanogpt",)
-    unknown = set(sections) - {"ceilings", "train", "generate", "quality", "nanogpt"}
+    unknown = set(sections) - {"ceilings", "train", "generate", "quality", "prepare", "nanogpt"}
     if unknown:
-        parser.error(f"unknown section(s) {sorted(unknown)}; choose from ceilings, train, generate, quality, nanogpt")
+        parser.error(f"unknown section(s) {sorted(unknown)}; choose from ceilings, train, generate, quality, prepare, "
+                     "nanogpt")
     if "nanogpt" in sections and not args.nanogpt: parser.error("the nanogpt section needs --nanogpt DIR")
     presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
     if bad := [p for p in presets if p not in PRESETS]:
