@@ -27,6 +27,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'gpt_scratch.bench.TrainSetting.gpt_config': ( 'bench.html#trainsetting.gpt_config',
                                                                                   'gpt_scratch/bench.py'),
                                    'gpt_scratch.bench._prepare_fresh': ('bench.html#_prepare_fresh', 'gpt_scratch/bench.py'),
+                                   'gpt_scratch.bench._prepare_tables': ('bench.html#_prepare_tables', 'gpt_scratch/bench.py'),
                                    'gpt_scratch.bench._speed': ('bench.html#_speed', 'gpt_scratch/bench.py'),
                                    'gpt_scratch.bench._step_from_shards': ('bench.html#_step_from_shards', 'gpt_scratch/bench.py'),
                                    'gpt_scratch.bench._token_times': ('bench.html#_token_times', 'gpt_scratch/bench.py'),

@@ -447,6 +447,24 @@ def targets(result: dict) -> list[dict]:
                         "met": q["val_loss"] <= 1.47 and q["seconds"] <= 600 + 30})
     return out
 
+def _prepare_tables(p: dict) -> list[str]:
+    "The prepare section of a result as Markdown tables."
+    out = []
+    out.append(f"| prepare, GPT-2 tokenizer, {p['megabytes']:,.0f} MB, {p['workers']} thread(s) | tokens/s |\n"
+               "|---|---:|")
+    for name, v in p["tokens_per_s"].items(): out.append(f"| {name} | {v:,.0f} |")
+    if "whole_run_tokens_per_s" in p:
+        out.append(f"| prepare, the whole corpus in one run | {p['whole_run_tokens_per_s']:,.0f} |")
+    out.append("\n| prepare's peak resident memory | MB |\n|---|---:|")
+    for mb, rss in p["peak_rss_mb"].items(): out.append(f"| corpus of {float(mb):,.0f} MB | {rss:,.0f} |")
+    out.append(f"\n| `cpu` preset step, GPT-2 vocabulary | ms/step |\n|---|---:|")
+    for name, ms in p["step_ms"].items():
+        batch = f" (of which drawing the batch: {p['batch_ms'][name]:.2f})" if "batch_ms" in p else ""
+        out.append(f"| batches from {name} | {ms:,.1f}{batch} |")
+    out.append(f"| median ratio of neighbouring steps, shards / memory | {p['step_shards_vs_memory']:.3f} |")
+    out.append("")
+    return out
+
 def format_tables(result: dict) -> str:
     "The result as Markdown tables."
     m, out = result["machine"], []
@@ -488,20 +506,7 @@ def format_tables(result: dict) -> str:
                        f"({q['planned_steps']:,}) | {q.get('stopped_by', 'n/a')} | {decayed} | {q['seconds']:.0f} s "
                        f"| {q['val_loss']:.4f} |")
         out.append("")
-    if p := result.get("prepare"):
-        out.append(f"| prepare, GPT-2 tokenizer, {p['megabytes']:,.0f} MB, {p['workers']} thread(s) | tokens/s |\n"
-                   "|---|---:|")
-        for name, v in p["tokens_per_s"].items(): out.append(f"| {name} | {v:,.0f} |")
-        if "whole_run_tokens_per_s" in p:
-            out.append(f"| prepare, the whole corpus in one run | {p['whole_run_tokens_per_s']:,.0f} |")
-        out.append("\n| prepare's peak resident memory | MB |\n|---|---:|")
-        for mb, rss in p["peak_rss_mb"].items(): out.append(f"| corpus of {float(mb):,.0f} MB | {rss:,.0f} |")
-        out.append(f"\n| `cpu` preset step, GPT-2 vocabulary | ms/step |\n|---|---:|")
-        for name, ms in p["step_ms"].items():
-            batch = f" (of which drawing the batch: {p['batch_ms'][name]:.2f})" if "batch_ms" in p else ""
-            out.append(f"| batches from {name} | {ms:,.1f}{batch} |")
-        out.append(f"| median ratio of neighbouring steps, shards / memory | {p['step_shards_vs_memory']:.3f} |")
-        out.append("")
+    if p := result.get("prepare"): out += _prepare_tables(p)
     if vs := result.get("nanogpt"):
         out.append(f"| whole process, {vs['steps']} steps of nanoGPT's CPU recipe | median wall time |\n|---|---:|")
         for name, s in vs["seconds"].items(): out.append(f"| {name} | {s:.1f} s |")
