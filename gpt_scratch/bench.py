@@ -282,9 +282,9 @@ def _tokenizer_ceilings(corpus: Path, workers: int) -> dict:
     """Seconds of tokenizing alone on the same documents, three ways alternating batch by batch: tiktoken's
     `encode_ordinary_batch` on `workers` threads, `prepare`'s slices (`encode_to_numpy` over a slice of the
     documents per thread), and nanoGPT's loop (one `encode_ordinary` per document, then the end-of-text token)."""
-    enc = GPT2Tokenizer().encoding
+    tokenizer = GPT2Tokenizer()
+    enc, slices = tokenizer.encoding, _encoder(tokenizer, workers)
     seconds = {"encode_ordinary_batch": 0.0, "slices": 0.0, "nanoGPT loop": 0.0}
-    slices = _encoder(GPT2Tokenizer(), workers)
     for batch, _ in _batches(iter_documents([corpus]), PrepareConfig().batch_bytes):
         docs = [doc for _, doc in batch]
         start = time.perf_counter(); enc.encode_ordinary_batch(docs, num_threads=workers)

@@ -295,8 +295,8 @@ class PrepareConfig:
     @property
     def val_every(self) -> int: return max(2, round(1 / self.val_fraction))
 
-    def is_val(self, doc: int) -> bool:
-        "Whether document `doc` (counted from 0 over all sources) belongs to the validation split."
+    def is_val(self, doc: int | np.ndarray) -> bool | np.ndarray:
+        "Whether document `doc` (counted from 0 over all sources; or each of an array of them) is for validation."
         return (doc + 1) % self.val_every == 0
 
 # %% ../nbs/00d_shards.ipynb #70e2384e
@@ -329,12 +329,12 @@ def corpus_tokenizer(files: list[Path], cfg: PrepareConfig) -> Tokenizer:
                      f"{cfg.tokenizer!r} (a {key} vocabulary is built from the whole text in memory).")
 
 def _encoder(tokenizer: Tokenizer, workers: int):
-    """documents -> their token ids, an array each. GPT-2's on `workers` threads, each encoding a slice of the
-    documents straight into arrays (tiktoken releases the GIL, and `encode_to_numpy` builds no Python list; its own
-    `encode_ordinary_batch` makes a future per document, costly for short ones); other tokenizers one document at a
-    time."""
+    """documents -> their token ids, a uint32 array each (tiktoken's type). GPT-2's on `workers` threads, each
+    encoding a slice of the documents straight into arrays (tiktoken releases the GIL, and `encode_to_numpy` builds no
+    Python list; its own `encode_ordinary_batch` makes a future per document, costly for short ones); other tokenizers
+    one document at a time."""
     if not isinstance(tokenizer, GPT2Tokenizer):
-        return lambda docs: [np.asarray(tokenizer.encode(d), dtype=np.int64) for d in docs]
+        return lambda docs: [np.asarray(tokenizer.encode(d), dtype=np.uint32) for d in docs]
     threads = workers or os.cpu_count() or 1
     encode = partial(tokenizer.encoding.encode_to_numpy, disallowed_special=())   # = encode_ordinary, as an array
     def encode_slices(docs: list[str]) -> list[np.ndarray]:
@@ -449,7 +449,7 @@ def _tokenize_into(files, cfg, tokenizer, writers, state, out, identity, hasher,
     "Stream the documents of `files` through the tokenizer into `writers`, saving progress at every shard."
     encode, skip_to = _encoder(tokenizer, cfg.workers), min(state[s]["next"][0] for s in state)
     prefix = [tokenizer.eot_id] if tokenizer.eot_id is not None else tokenizer.encode(cfg.doc_sep)
-    prefix = np.asarray(prefix, dtype=np.uint32 if isinstance(tokenizer, GPT2Tokenizer) else np.int64)  # as `encode`
+    prefix = np.asarray(prefix, dtype=np.uint32)                     # the type `encode` gives every document
     bar = tqdm(total=sum(p.stat().st_size for p in files), unit="B", unit_scale=True, disable=not progress,
                mininterval=1.0, desc="prepare")
     position = {s: list(state[s]["next"]) for s in state}           # where each split's next token comes from
@@ -465,9 +465,9 @@ def _tokenize_into(files, cfg, tokenizer, writers, state, out, identity, hasher,
         n_docs = batch[-1][0] + 1
         batch = [(i, d) for i, d in batch if i >= skip_to]
         ids = encode([d for _, d in batch]) if batch else []
-        split_docs, every = {"train": [], "val": []}, cfg.val_every
-        for (i, _), t in zip(batch, ids): split_docs["val" if (i + 1) % every == 0 else "train"].append((i, t))
-        for split, writer in writers.items():                       # (the rule of `cfg.is_val`, once per document)
+        split_docs, val = {"train": [], "val": []}, cfg.is_val(np.array([i for i, _ in batch], dtype=np.int64))
+        for (i, _), t, v in zip(batch, ids, val.tolist()): split_docs["val" if v else "train"].append((i, t))
+        for split, writer in writers.items():
             tokens, starts, ends = _split_tokens(split_docs[split], prefix, tuple(position[split]))
             writer.add(tokens, lambda k: save(split, list(_position(k, starts, ends))))
             position[split] = max(position[split], [n_docs, 0])
