@@ -8,14 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import date
 from functools import partial
 from pathlib import Path
 from statistics import median
@@ -28,7 +26,7 @@ from .data import atomic_write, get_batch
 from .model import GPT, GPTConfig, as_dtype, fast_decoding, flops_per_token
 from .harness import configure_optimizer
 from .tokenizers import prepare_data
-from .devices import autocast, cpu_has_fast_bf16
+from .devices import autocast, cpu_has_fast_bf16, machine_banner, machine_info
 from .train import PRESETS, Trainer, TrainerConfig, evaluate_split, setup_training
 from .data import GPT2Tokenizer
 from .shards import PrepareConfig, TokenShards, _batches, _encoder, iter_documents, synthetic_corpus
@@ -36,8 +34,7 @@ from .shards import PrepareConfig, TokenShards, _batches, _encoder, iter_documen
 # %% auto #0
 __all__ = ['SETTINGS', 'NANOGPT_CPU_RECIPE', 'QUALITY_PRESETS', 'time_alternating', 'matmul_ceiling', 'memory_bandwidth', 'mfu',
            'hf_gpt2', 'ours_from_hf', 'TrainSetting', 'training_steps', 'time_training', 'time_generation',
-           'quality_per_time', 'time_against_nanogpt', 'time_prepare', 'machine_info', 'run', 'targets',
-           'format_tables', 'main']
+           'quality_per_time', 'time_against_nanogpt', 'time_prepare', 'run', 'targets', 'format_tables', 'main']
 
 # %% ../nbs/12_bench.ipynb #f2ca4ba8
 def time_alternating(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1,
@@ -347,18 +344,6 @@ def time_prepare(megabytes: float = 1000.0, rss_megabytes: float = 100.0, worker
             "step_ms": steps["step_ms"], "step_shards_vs_memory": steps["ratio"], "batch_ms": steps["batch_ms"]}
 
 # %% ../nbs/12_bench.ipynb #268fcd5d
-def machine_info() -> dict:
-    """CPU model, core count, the vector instructions PyTorch uses (AVX2, AVX512, ...), torch version and threads:
-    what a result depends on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
-    except OSError: pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "native_bf16": cpu_has_fast_bf16(), "vector_isa": torch.backends.cpu.get_cpu_capability(),
-            "python": platform.python_version(), "date": date.today().isoformat()}
-
 QUALITY_PRESETS = ("cpu-baby", "cpu", "cpu-modern")
 
 def run(sections: tuple[str, ...] = ("ceilings", "train", "generate", "quality"), reps: int = 5,
@@ -457,7 +442,7 @@ def _prepare_tables(p: dict) -> list[str]:
         out.append(f"| prepare, the whole corpus in one run | {p['whole_run_tokens_per_s']:,.0f} |")
     out.append("\n| prepare's peak resident memory | MB |\n|---|---:|")
     for mb, rss in p["peak_rss_mb"].items(): out.append(f"| corpus of {float(mb):,.0f} MB | {rss:,.0f} |")
-    out.append(f"\n| `cpu` preset step, GPT-2 vocabulary | ms/step |\n|---|---:|")
+    out.append("\n| `cpu` preset step, GPT-2 vocabulary | ms/step |\n|---|---:|")
     for name, ms in p["step_ms"].items():
         batch = f" (of which drawing the batch: {p['batch_ms'][name]:.2f})" if "batch_ms" in p else ""
         out.append(f"| batches from {name} | {ms:,.1f}{batch} |")
@@ -468,7 +453,7 @@ def _prepare_tables(p: dict) -> list[str]:
 def format_tables(result: dict) -> str:
     "The result as Markdown tables."
     m, out = result["machine"], []
-    out.append(f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads), {m['date']}\n")
+    out.append(machine_banner(m) + "\n")
     c = result["ceilings"]
     out.append("| ceiling | value |\n|---|---:|")
     for k in ("matmul_float32", "matmul_bfloat16"):

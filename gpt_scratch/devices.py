@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
+from datetime import date
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -15,7 +18,8 @@ from .dropout import Dropout
 from .model import as_dtype
 
 # %% auto #0
-__all__ = ['pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast', 'PackedBitsDropout', 'torchrun_env', 'process_device']
+__all__ = ['pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast', 'machine_info', 'machine_banner', 'PackedBitsDropout',
+           'torchrun_env', 'process_device']
 
 # %% ../nbs/09b_devices.ipynb #4815d23f
 def pick_device(preference: str = "auto") -> torch.device:
@@ -47,6 +51,36 @@ def autocast(device: torch.device, dtype: torch.dtype):
     "A `torch.autocast` context for `dtype` on `device`, or a no-op for float32."
     if dtype == torch.float32: return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+# %% ../nbs/09b_devices.ipynb #09b0c001
+def _cpu_model() -> str:
+    "The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"): return line.split(":", 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine()
+
+def machine_info() -> dict:
+    """What a timing depends on: CPU model, cores, PyTorch's threads, the vector instructions its kernels use (AVX2,
+    AVX512, ...), native bf16, the GPU if any, torch / transformers / Python versions, and today's date."""
+    try: from transformers import __version__ as transformers_version
+    except ImportError: transformers_version = None
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "vector_isa": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_fast_bf16(), "gpu": gpu,
+            "torch": torch.__version__, "transformers": transformers_version, "python": platform.python_version(),
+            "date": date.today().isoformat()}
+
+def machine_banner(info: dict | None = None) -> str:
+    "`machine_info` (or a stored copy of it, e.g. from a benchmark JSON) as one line to print above timings."
+    m = machine_info() if info is None else info
+    parts = [m.get("date", "undated"), m.get("cpu", "unknown CPU"),
+             f"{m.get('cores', '?')} cores, {m.get('threads', '?')} threads", m.get("vector_isa"),
+             "native bf16" if m.get("native_bf16") else "no native bf16", m.get("gpu"),
+             f"torch {m.get('torch', '?')}", m.get("transformers") and f"transformers {m['transformers']}",
+             m.get("python") and f"Python {m['python']}"]
+    return "machine: " + " · ".join(str(p) for p in parts if p)
 
 # %% ../nbs/09b_devices.ipynb #09d0a002
 class PackedBitsDropout(Dropout):

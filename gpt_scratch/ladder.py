@@ -55,10 +55,10 @@ def combine_changes(*names: str) -> dict:
 
 CHANGES.update({f"+ {LADDER[i - 1]} (cumulative)": combine_changes(*LADDER[:i]) for i in range(2, len(LADDER) + 1)})
 
-def run_change(name: str, seed: int, steps: int, lr: float | None = None) -> dict:
+def run_change(name: str, seed: int, steps: int, recipe: dict | None = None) -> dict:
     """Train the `cpu` preset's model with change `name` for `steps` steps with `seed` (initialisation and batches)
-    and the preset's recipe (learning rate `lr` if given); return the validation loss on the whole split, bits per
-    byte, seconds per step and parameter count."""
+    and the preset's recipe, with `recipe`'s `TrainerConfig` fields (e.g. `lr`, `muon_lr`) on top; return the
+    validation loss on the whole split, bits per byte, seconds per step and parameter count."""
     if name not in CHANGES: raise ValueError(f"unknown change {name!r}; choose from {list(CHANGES)}.")
     if not isinstance(steps, int) or steps < 1: raise ValueError(f"steps must be a positive integer; got {steps!r}.")
     preset = PRESETS["cpu"]
@@ -66,7 +66,7 @@ def run_change(name: str, seed: int, steps: int, lr: float | None = None) -> dic
     model_cfg = replace(preset.model, vocab_size=tok.vocab_size, **CHANGES[name].get("model", {}))
     overrides = dict(steps=steps, seed=seed, max_seconds=0.0, eval_interval=steps, eval_iters=1,
                      log_interval=max(1, steps // 20), warmup_steps=min(preset.trainer.warmup_steps, steps // 10),
-                     **CHANGES[name].get("trainer", {}), **({} if lr is None else {"lr": lr}))
+                     **CHANGES[name].get("trainer", {})) | (recipe or {})
     torch.manual_seed(seed)
     model = GPT(model_cfg)
     with tempfile.TemporaryDirectory(prefix="gpt-scratch-ladder-") as out_dir:
@@ -76,7 +76,8 @@ def run_change(name: str, seed: int, steps: int, lr: float | None = None) -> dic
     logged = [r for r in trainer.history if "loss" in r]
     intervals = [(b["elapsed"] - a["elapsed"]) / (b["step"] - a["step"]) for a, b in zip(logged, logged[1:])]
     val = evaluate_split(trainer.model, val_ids, tokenizer=tok)
-    return {"change": name, "seed": seed, "lr": cfg.lr, "steps": trainer.step, "stopped": stopped,
+    return {"change": name, "seed": seed, "lr": cfg.lr, "muon_lr": cfg.muon_lr if cfg.optimizer == "muon" else None,
+            "steps": trainer.step, "stopped": stopped,
             "params": model.num_params(), "val": val["loss"], "bits_per_byte": val["bits_per_byte"],
             "train": logged[-1]["loss"] if logged else math.nan,
             "seconds_per_step": statistics.median(intervals) if intervals else trainer.elapsed / max(1, trainer.step)}
@@ -84,39 +85,43 @@ def run_change(name: str, seed: int, steps: int, lr: float | None = None) -> dic
 def _init_worker(threads: int):
     torch.set_num_threads(threads)
 
-def run_changes(names: list[str], seeds: list[int], steps: int, workers: int = 2, lrs: list[float | None] = (None,),
+def run_changes(names: list[str], seeds: list[int], steps: int, workers: int = 2, recipes: list[dict] = ({},),
                 threads_per_worker: int = 1) -> list[dict]:
-    "`run_change` for every change, learning rate and seed, in `workers` spawned processes of `threads_per_worker`."
+    """`run_change` for every change, recipe (`TrainerConfig` overrides) and seed, in `workers` spawned processes of
+    `threads_per_worker` threads."""
     unknown = [n for n in names if n not in CHANGES]
     if unknown: raise ValueError(f"unknown changes {unknown}; choose from {list(CHANGES)}.")
-    jobs = [(name, seed, lr) for name in names for lr in lrs for seed in seeds]
-    if workers <= 1: return [run_change(name, seed, steps, lr) for name, seed, lr in jobs]
+    jobs = [(name, seed, recipe) for name in names for recipe in recipes for seed in seeds]
+    if workers <= 1: return [run_change(name, seed, steps, recipe) for name, seed, recipe in jobs]
     # workers import the package's functions by name: functions defined in a notebook cannot be sent to them
     from gpt_scratch import ladder as package
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=package._init_worker,
                              initargs=(threads_per_worker,)) as pool:
-        futures = [pool.submit(package.run_change, name, seed, steps, lr) for name, seed, lr in jobs]
+        futures = [pool.submit(package.run_change, name, seed, steps, recipe) for name, seed, recipe in jobs]
         return [f.result() for f in futures]
 
 def summarise_changes(results: list[dict], baseline: str = BASELINE) -> list[dict]:
-    """Per change and learning rate: mean and sd over seeds of the validation loss and seconds per step, and their
-    differences from `baseline` at the same learning rate, paired by seed (the baseline's own differences are 0)."""
-    runs = {}
-    for r in results: runs.setdefault((r["change"], r["lr"]), {})[r["seed"]] = r
-    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
+    """Per change and recipe (`lr`, `muon_lr`): mean and sd over seeds of the validation loss and seconds per step,
+    and their differences from `baseline` at the same `lr`, paired by seed (the baseline's own differences are 0).
+    An sd needs two seeds: with one it is NaN (a table prints it as n/a), never 0."""
+    runs, base_runs = {}, {}
+    for r in results:
+        runs.setdefault((r["change"], r["lr"], r.get("muon_lr")), {})[r["seed"]] = r
+        if r["change"] == baseline: base_runs.setdefault(r["lr"], {})[r["seed"]] = r
+    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else math.nan
+    mean = lambda xs: statistics.mean(xs) if xs else math.nan
     rows = []
-    for (name, lr), by_seed in runs.items():
-        base = runs.get((baseline, lr), {})
+    for (name, lr, muon_lr), by_seed in runs.items():
+        base = base_runs.get(lr, {})
         seeds, paired = sorted(by_seed), [s for s in sorted(by_seed) if s in base]
         val = [by_seed[s]["val"] for s in seeds]
         sps = [by_seed[s]["seconds_per_step"] for s in seeds]
         d_val = [by_seed[s]["val"] - base[s]["val"] for s in paired]
         d_sps = [by_seed[s]["seconds_per_step"] / base[s]["seconds_per_step"] - 1 for s in paired]
-        rows.append({"change": name, "lr": lr, "seeds": len(seeds), "params": by_seed[seeds[0]]["params"],
-                     "val": statistics.mean(val), "val_sd": sd(val),
-                     "seconds_per_step": statistics.mean(sps), "seconds_per_step_sd": sd(sps),
-                     "d_val": statistics.mean(d_val) if d_val else math.nan, "d_val_sd": sd(d_val),
-                     "d_time": statistics.mean(d_sps) if d_sps else math.nan, "d_time_sd": sd(d_sps),
+        rows.append({"change": name, "lr": lr, "muon_lr": muon_lr, "seeds": len(seeds), "paired": len(paired),
+                     "params": by_seed[seeds[0]]["params"], "val": mean(val), "val_sd": sd(val),
+                     "seconds_per_step": mean(sps), "seconds_per_step_sd": sd(sps),
+                     "d_val": mean(d_val), "d_val_sd": sd(d_val), "d_time": mean(d_sps), "d_time_sd": sd(d_sps),
                      "diverged": sum(by_seed[s]["stopped"] == "nan" or not math.isfinite(by_seed[s]["val"])
                                      for s in seeds)})
     return rows
