@@ -174,6 +174,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'gpt_scratch.devices.cpu_has_fast_bf16': ('devices.html#cpu_has_fast_bf16', 'gpt_scratch/devices.py'),
                                      'gpt_scratch.devices.machine_banner': ('devices.html#machine_banner', 'gpt_scratch/devices.py'),
                                      'gpt_scratch.devices.machine_info': ('devices.html#machine_info', 'gpt_scratch/devices.py'),
+                                     'gpt_scratch.devices.machine_slug': ('devices.html#machine_slug', 'gpt_scratch/devices.py'),
                                      'gpt_scratch.devices.pick_device': ('devices.html#pick_device', 'gpt_scratch/devices.py'),
                                      'gpt_scratch.devices.pick_dtype': ('devices.html#pick_dtype', 'gpt_scratch/devices.py'),
                                      'gpt_scratch.devices.process_device': ('devices.html#process_device', 'gpt_scratch/devices.py'),

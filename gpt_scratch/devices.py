@@ -18,8 +18,8 @@ from .dropout import Dropout
 from .model import as_dtype
 
 # %% auto #0
-__all__ = ['pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast', 'machine_info', 'machine_banner', 'PackedBitsDropout',
-           'torchrun_env', 'process_device']
+__all__ = ['pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast', 'machine_info', 'machine_slug', 'machine_banner',
+           'PackedBitsDropout', 'torchrun_env', 'process_device']
 
 # %% ../nbs/09b_devices.ipynb #4815d23f
 def pick_device(preference: str = "auto") -> torch.device:
@@ -71,6 +71,14 @@ def machine_info() -> dict:
             "vector_isa": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_fast_bf16(), "gpu": gpu,
             "torch": torch.__version__, "transformers": transformers_version, "python": platform.python_version(),
             "date": date.today().isoformat()}
+
+def machine_slug(info: dict | None = None) -> str:
+    "A short file-name tag for the machine, e.g. `epyc-avx512-2core`: CPU maker or family, vector ISA, cores."
+    m = machine_info() if info is None else info
+    words = [w.lower() for w in m.get("cpu", "cpu").replace("(R)", "").split() if w.isalpha()]
+    makers = ("amd", "intel", "genuine", "processor", "cpu")
+    family = next((w for w in words if w not in makers), words[0] if words else "cpu")
+    return "-".join(x for x in (family, (m.get("vector_isa") or "").lower(), f"{m.get('cores', 0)}core") if x)
 
 def machine_banner(info: dict | None = None) -> str:
     "`machine_info` (or a stored copy of it, e.g. from a benchmark JSON) as one line to print above timings."
