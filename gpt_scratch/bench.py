@@ -92,7 +92,12 @@ def hf_gpt2(config: GPTConfig):
 
 def ours_from_hf(hf_model, directory: str | Path) -> GPT:
     "Our `GPT` with the same weights as `hf_model`, through a Hugging Face directory and `GPT.from_pretrained`."
-    hf_model.save_pretrained(directory)
+    from transformers.utils import logging as hf_logging
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()                           # no "Writing model shards" bar for a temporary copy
+    try: hf_model.save_pretrained(directory)
+    finally:
+        if shown: hf_logging.enable_progress_bar()
     return GPT.from_pretrained(directory)
 
 # %% ../nbs/12_bench.ipynb #cfe2a294
