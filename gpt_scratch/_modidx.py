@@ -235,6 +235,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'gpt_scratch.harness.sample_next': ('harness.html#sample_next', 'gpt_scratch/harness.py'),
                                      'gpt_scratch.harness.train': ('harness.html#train', 'gpt_scratch/harness.py')},
             'gpt_scratch.ladder': { 'gpt_scratch.ladder._init_worker': ('ladder.html#_init_worker', 'gpt_scratch/ladder.py'),
+                                    'gpt_scratch.ladder._plus_minus': ('ladder.html#_plus_minus', 'gpt_scratch/ladder.py'),
+                                    'gpt_scratch.ladder.changes_markdown': ('ladder.html#changes_markdown', 'gpt_scratch/ladder.py'),
                                     'gpt_scratch.ladder.combine_changes': ('ladder.html#combine_changes', 'gpt_scratch/ladder.py'),
                                     'gpt_scratch.ladder.run_change': ('ladder.html#run_change', 'gpt_scratch/ladder.py'),
                                     'gpt_scratch.ladder.run_changes': ('ladder.html#run_changes', 'gpt_scratch/ladder.py'),

@@ -19,7 +19,8 @@ from .tokenizers import prepare_data
 from .train import PRESETS, Trainer, evaluate_split
 
 # %% auto #0
-__all__ = ['BASELINE', 'CHANGES', 'LADDER', 'combine_changes', 'run_change', 'run_changes', 'summarise_changes']
+__all__ = ['BASELINE', 'CHANGES', 'LADDER', 'combine_changes', 'run_change', 'run_changes', 'summarise_changes',
+           'changes_markdown']
 
 # %% ../nbs/13b_ladder.ipynb #f01e7010
 BASELINE = "GPT-2 (baseline)"
@@ -125,3 +126,23 @@ def summarise_changes(results: list[dict], baseline: str = BASELINE) -> list[dic
                      "diverged": sum(by_seed[s]["stopped"] == "nan" or not math.isfinite(by_seed[s]["val"])
                                      for s in seeds)})
     return rows
+
+# %% ../nbs/13b_ladder.ipynb #l13b0005
+def _plus_minus(x: float, sd: float, fmt: str = ".3f") -> str:
+    "x ± sd, or x (sd n/a) when one seed gives no sd."
+    return f"{x:{fmt}} ± {sd:{fmt.lstrip('+')}}" if math.isfinite(sd) else f"{x:{fmt}} (sd n/a)"
+
+def changes_markdown(rows: list[dict], with_lr: bool = False) -> str:
+    "A markdown table of `summarise_changes` rows (with each recipe's learning rates, `with_lr`)."
+    head = ("| change |" + (" lr | Muon lr |" if with_lr else "") +
+            " seeds | parameters | val loss | Δ val vs GPT-2 | time / step | Δ time |")
+    lines = [head, "|---|" + ("---:|---:|" if with_lr else "") + "---:|---:|---:|---:|---:|---:|"]
+    for s in rows:
+        lr = f" {s['lr']:g} | {s['muon_lr'] or '–'} |" if with_lr else ""
+        note = f" ({s['diverged']} diverged)" if s["diverged"] else ""
+        d_time = _plus_minus(100 * s["d_time"], 100 * s["d_time_sd"], "+.0f")
+        val = _plus_minus(s["val"], s["val_sd"])
+        lines.append(f"| {s['change']}{note} |{lr} {s['seeds']} | {s['params']:,} | {val} "
+                     f"| {_plus_minus(s['d_val'], s['d_val_sd'], '+.3f')} | {1e3 * s['seconds_per_step']:.0f} ms "
+                     f"| {d_time} % |")
+    return "\n".join(lines)
