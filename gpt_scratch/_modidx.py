@@ -187,6 +187,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'gpt_scratch.devices.pick_device': ('devices.html#pick_device', 'gpt_scratch/devices.py'),
                                      'gpt_scratch.devices.pick_dtype': ('devices.html#pick_dtype', 'gpt_scratch/devices.py'),
                                      'gpt_scratch.devices.process_device': ('devices.html#process_device', 'gpt_scratch/devices.py'),
+                                     'gpt_scratch.devices.save_record': ('devices.html#save_record', 'gpt_scratch/devices.py'),
                                      'gpt_scratch.devices.torchrun_env': ('devices.html#torchrun_env', 'gpt_scratch/devices.py')},
             'gpt_scratch.dropout': { 'gpt_scratch.dropout.Dropout': ('dropout.html#dropout', 'gpt_scratch/dropout.py'),
                                      'gpt_scratch.dropout.Dropout.__init__': ('dropout.html#dropout.__init__', 'gpt_scratch/dropout.py'),

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 from datetime import date
@@ -14,12 +15,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .data import atomic_write
 from .dropout import Dropout
 from .model import as_dtype
 
 # %% auto #0
 __all__ = ['pick_device', 'cpu_has_fast_bf16', 'pick_dtype', 'autocast', 'machine_info', 'machine_slug', 'machine_banner',
-           'PackedBitsDropout', 'torchrun_env', 'process_device']
+           'save_record', 'PackedBitsDropout', 'torchrun_env', 'process_device']
 
 # %% ../nbs/09b_devices.ipynb #4815d23f
 def pick_device(preference: str = "auto") -> torch.device:
@@ -89,6 +91,17 @@ def machine_banner(info: dict | None = None) -> str:
              f"torch {m.get('torch', '?')}", m.get("transformers") and f"transformers {m['transformers']}",
              m.get("python") and f"Python {m['python']}"]
     return "machine: " + " · ".join(str(p) for p in parts if p)
+
+# %% ../nbs/09b_devices.ipynb #09b0c003
+def save_record(kind: str, record: dict, folder: str | Path = "bench_results") -> Path:
+    """Write `record`, after this machine's `machine_info`, to `folder/<date>-<machine_slug>-<kind>.json` (atomically,
+    indented one space); the path written."""
+    if not kind or not kind.replace("-", "").isalnum():
+        raise ValueError(f"kind {kind!r} must be a short name of letters, digits and '-', e.g. 'presets'")
+    if "machine" in record: raise ValueError("record has a 'machine' key; save_record adds the machine itself")
+    info = machine_info()
+    path = Path(folder) / f"{info['date']}-{machine_slug(info)}-{kind}.json"
+    return atomic_write(path, json.dumps({"machine": info, **record}, indent=1))
 
 # %% ../nbs/09b_devices.ipynb #09d0a002
 class PackedBitsDropout(Dropout):
